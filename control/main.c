@@ -1,0 +1,166 @@
+/* ktlsgate daemon start-up: validate everything before serving, start one
+ * pinned worker per CPU, wait for signals, drain on SIGTERM/SIGINT. */
+#include <errno.h>
+#include <openssl/ssl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "options.h"
+#include "tlsctx.h"
+#include "worker.h"
+
+#define EXIT_CONFIG 2
+
+static void die(const char *msg)
+{
+	fprintf(stderr, "ktlsgate: %s\n", msg);
+	exit(EXIT_CONFIG);
+}
+
+/* The CPUs we may run on, in order (respects taskset/cgroup limits). */
+static int online_cpus(int *cpus, int max)
+{
+	cpu_set_t set;
+	int n = 0;
+
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return 0;
+	for (int cpu = 0; cpu < CPU_SETSIZE && n < max; cpu++)
+		if (CPU_ISSET(cpu, &set))
+			cpus[n++] = cpu;
+	return n;
+}
+
+static void block_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	/* Workers inherit the mask: only the main thread takes signals. */
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static void log_start(const struct kg_options *o, unsigned nworkers)
+{
+	char listen[512] = "", backends[512] = "";
+
+	for (size_t i = 0; i < o->nlisten; i++)
+		snprintf(listen + strlen(listen), sizeof(listen) - strlen(listen), "%s%s",
+			 i ? "," : "", o->listen[i].text);
+	for (size_t i = 0; i < o->nbackends; i++)
+		snprintf(backends + strlen(backends), sizeof(backends) - strlen(backends), "%s%s",
+			 i ? "," : "", o->backends[i].text);
+	struct kg_field f[] = {
+		KG_S("version", KG_VERSION),
+		KG_I("workers", nworkers),
+		KG_S("listen", listen),
+		KG_S("backends", backends),
+		KG_S("relay", "user"),
+	};
+	kg_log_event(KG_LOG_INFO, "start", f, KG_NFIELDS(f));
+}
+
+/* --check: everything start-up would do, without serving. */
+static int run_check(const struct kg_runtime *rt)
+{
+	struct kg_worker *w = malloc(sizeof(*w));
+	char err[512];
+
+	if (!w)
+		die("out of memory");
+	if (kg_worker_init(w, 0, 0, rt, err, sizeof(err)) < 0)
+		die(err);
+	for (size_t i = 0; i < w->nlisteners; i++)
+		close(w->listeners[i].fd);
+	close(w->wake_fd);
+	io_uring_queue_exit(&w->ring);
+	free(w);
+	printf("ktlsgate: check ok\n");
+	return 0;
+}
+
+static struct kg_worker *start_workers(const struct kg_runtime *rt, unsigned *nworkers)
+{
+	int cpus[CPU_SETSIZE];
+	int ncpus = online_cpus(cpus, CPU_SETSIZE);
+	unsigned n = rt->opt->workers ? rt->opt->workers : (unsigned)(ncpus > 0 ? ncpus : 1);
+	struct kg_worker *workers = aligned_alloc(16, sizeof(*workers) * n);
+	char err[512];
+
+	if (!workers)
+		die("out of memory");
+	for (unsigned i = 0; i < n; i++)
+		if (kg_worker_init(&workers[i], i, ncpus ? cpus[i % (unsigned)ncpus] : 0, rt,
+				   err, sizeof(err)) < 0)
+			die(err);
+	for (unsigned i = 0; i < n; i++)
+		if (kg_worker_start(&workers[i]) != 0)
+			die("cannot start worker thread");
+	*nworkers = n;
+	return workers;
+}
+
+static void wait_for_stop(const sigset_t *set)
+{
+	int sig;
+
+	for (;;) {
+		if (sigwait(set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			kg_log_msg(KG_LOG_INFO, "sighup", "nothing to reload: settings come from the command line");
+			continue;
+		}
+		kg_log_msg(KG_LOG_INFO, "stopping", "signal %s: draining connections", strsignal(sig));
+		return;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct kg_options opt;
+	struct kg_runtime rt = { .opt = &opt };
+	char err[1024];
+	sigset_t sigs;
+	unsigned nworkers = 0;
+
+	switch (kg_options_parse(argc, argv, &opt, err, sizeof(err))) {
+	case KG_PARSE_EXIT_OK:
+		return 0;
+	case KG_PARSE_ERROR:
+		die(err);
+		break;
+	case KG_PARSE_OK:
+		break;
+	}
+	kg_log_set_format(opt.log_format);
+	rt.ssl_ctx = kg_tlsctx_new(&opt, err, sizeof(err));
+	if (!rt.ssl_ctx)
+		die(err);
+	if (opt.check)
+		return run_check(&rt);
+
+	block_signals(&sigs);
+	struct kg_worker *workers = start_workers(&rt, &nworkers);
+	log_start(&opt, nworkers);
+	kg_log_msg(KG_LOG_INFO, "ready", "accepting connections");
+	wait_for_stop(&sigs);
+	for (unsigned i = 0; i < nworkers; i++)
+		kg_worker_request_stop(&workers[i]);
+	int status = 0;
+	for (unsigned i = 0; i < nworkers; i++) {
+		kg_worker_join(&workers[i]);
+		status |= workers[i].exit_status;
+	}
+	kg_log_msg(KG_LOG_INFO, "stopped", "all connections closed");
+	free(workers);
+	SSL_CTX_free(rt.ssl_ctx);
+	return status;
+}

@@ -1,0 +1,235 @@
+#include <stdio.h>
+
+#include "options.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+	OPT_LISTEN = 256, OPT_CERT, OPT_KEY, OPT_CLIENT_CA, OPT_BACKEND, OPT_CRL,
+	OPT_WORKERS, OPT_VERIFY_DEPTH, OPT_MAX_CONNS, OPT_HS_TIMEOUT, OPT_IDLE_TIMEOUT,
+	OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LOG_FORMAT, OPT_CHECK, OPT_CONFIG,
+	OPT_HELP, OPT_VERSION,
+};
+
+static const struct option long_options[] = {
+	{ "listen", required_argument, NULL, OPT_LISTEN },
+	{ "cert", required_argument, NULL, OPT_CERT },
+	{ "key", required_argument, NULL, OPT_KEY },
+	{ "client-ca", required_argument, NULL, OPT_CLIENT_CA },
+	{ "backend", required_argument, NULL, OPT_BACKEND },
+	{ "crl", required_argument, NULL, OPT_CRL },
+	{ "workers", required_argument, NULL, OPT_WORKERS },
+	{ "verify-depth", required_argument, NULL, OPT_VERIFY_DEPTH },
+	{ "max-conns", required_argument, NULL, OPT_MAX_CONNS },
+	{ "handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT },
+	{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+	{ "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+	{ "drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT },
+	{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+	{ "check", no_argument, NULL, OPT_CHECK },
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 },
+};
+
+void kg_options_usage(FILE *out)
+{
+	fputs("usage: ktlsgate --listen HOST:PORT --cert FILE --key FILE --client-ca FILE\n"
+	      "                --backend HOST:PORT|unix:/path [options]\n"
+	      "  --listen HOST:PORT       address to accept mTLS on (repeatable; [::1]:443 for IPv6)\n"
+	      "  --cert FILE --key FILE   server identity: PEM chain (leaf first) and its key;\n"
+	      "                           repeat the pair for an ECDSA and an RSA identity\n"
+	      "  --client-ca FILE         PEM bundle of the CAs client certificates must chain to\n"
+	      "  --crl FILE               PEM CRL(s) to check every client chain against (repeatable)\n"
+	      "  --backend ADDR           HOST:PORT or unix:/path (repeatable; next one on failure)\n"
+	      "  --workers N              worker threads, one pinned per CPU (default: online CPUs)\n"
+	      "  --verify-depth N         max client chain depth (default 4)\n"
+	      "  --max-conns N            connections per worker (default 10000)\n"
+	      "  --handshake-timeout S    (default 10)   --idle-timeout S (default 300)\n"
+	      "  --connect-timeout S      (default 5)    --drain-timeout S (default 30)\n"
+	      "  --log-format text|json   access and event log format on stderr (default text)\n"
+	      "  --check                  validate everything and exit 0 (ok) or 2\n"
+	      "  --help, --version\n", out);
+}
+
+void kg_options_defaults(struct kg_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->verify_depth = 4;
+	o->max_conns = 10000;
+	o->handshake_timeout_ms = 10000;
+	o->idle_timeout_ms = 300000;
+	o->connect_timeout_ms = 5000;
+	o->drain_timeout_ms = 30000;
+	o->log_format = KG_LOG_TEXT;
+}
+
+static int parse_uint(const char *s, unsigned min, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v < min || v > INT_MAX)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* Seconds with an optional fraction ("0.5"), stored as milliseconds. */
+static int parse_seconds(const char *s, unsigned *ms)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v) || v <= 0 || v > 86400.0 * 365)
+		return -1;
+	*ms = (unsigned)(v * 1000.0 + 0.5);
+	return *ms ? 0 : -1;
+}
+
+#define FAIL(...) do { snprintf(err, errlen, __VA_ARGS__); return KG_PARSE_ERROR; } while (0)
+
+static enum kg_parse_result add_addr(struct kg_addr *arr, size_t *n, size_t max,
+				     const char *flag, const char *arg, bool allow_unix,
+				     char *err, size_t errlen)
+{
+	char why[160];
+
+	if (*n == max)
+		FAIL("--%s %s: at most %zu allowed", flag, arg, max);
+	if (kg_addr_parse(arg, allow_unix, &arr[*n], why, sizeof(why)) < 0)
+		FAIL("--%s %s: %s", flag, arg, why);
+	(*n)++;
+	return KG_PARSE_OK;
+}
+
+static enum kg_parse_result set_option(struct kg_options *o, int opt, const char *arg,
+				       char *err, size_t errlen)
+{
+	switch (opt) {
+	case OPT_LISTEN:
+		return add_addr(o->listen, &o->nlisten, KG_MAX_LISTEN, "listen", arg, false, err, errlen);
+	case OPT_BACKEND:
+		return add_addr(o->backends, &o->nbackends, KG_MAX_BACKENDS, "backend", arg, true,
+				err, errlen);
+	case OPT_CERT:
+		if (o->ncerts == KG_MAX_IDENTITIES)
+			FAIL("--cert %s: at most %d identities", arg, KG_MAX_IDENTITIES);
+		o->ids[o->ncerts++].cert_file = arg;
+		return KG_PARSE_OK;
+	case OPT_KEY:
+		if (o->nkeys == KG_MAX_IDENTITIES)
+			FAIL("--key %s: at most %d identities", arg, KG_MAX_IDENTITIES);
+		o->ids[o->nkeys++].key_file = arg;
+		return KG_PARSE_OK;
+	case OPT_CLIENT_CA:
+		o->client_ca_file = arg;
+		return KG_PARSE_OK;
+	case OPT_CRL:
+		if (o->ncrls == KG_MAX_CRLS)
+			FAIL("--crl %s: at most %d CRL files", arg, KG_MAX_CRLS);
+		o->crl_files[o->ncrls++] = arg;
+		return KG_PARSE_OK;
+	case OPT_WORKERS:
+		if (parse_uint(arg, 1, &o->workers) < 0 || o->workers > 1024)
+			FAIL("--workers %s: not a positive integer (1-1024)", arg);
+		return KG_PARSE_OK;
+	case OPT_VERIFY_DEPTH:
+		if (parse_uint(arg, 1, &o->verify_depth) < 0 || o->verify_depth > 100)
+			FAIL("--verify-depth %s: not an integer from 1 to 100", arg);
+		return KG_PARSE_OK;
+	case OPT_MAX_CONNS:
+		if (parse_uint(arg, 1, &o->max_conns) < 0)
+			FAIL("--max-conns %s: not a positive integer", arg);
+		return KG_PARSE_OK;
+	case OPT_HS_TIMEOUT:
+	case OPT_IDLE_TIMEOUT:
+	case OPT_CONNECT_TIMEOUT:
+	case OPT_DRAIN_TIMEOUT: {
+		unsigned *dst = opt == OPT_HS_TIMEOUT ? &o->handshake_timeout_ms
+			: opt == OPT_IDLE_TIMEOUT ? &o->idle_timeout_ms
+			: opt == OPT_CONNECT_TIMEOUT ? &o->connect_timeout_ms
+			: &o->drain_timeout_ms;
+		if (parse_seconds(arg, dst) < 0)
+			FAIL("--%s %s: not a positive number of seconds",
+			     long_options[opt - OPT_LISTEN].name, arg);
+		return KG_PARSE_OK;
+	}
+	case OPT_LOG_FORMAT:
+		if (strcmp(arg, "text") == 0)
+			o->log_format = KG_LOG_TEXT;
+		else if (strcmp(arg, "json") == 0)
+			o->log_format = KG_LOG_JSON;
+		else
+			FAIL("--log-format %s: expected text or json", arg);
+		return KG_PARSE_OK;
+	case OPT_CHECK:
+		o->check = true;
+		return KG_PARSE_OK;
+	case OPT_CONFIG:
+		o->config_file = arg;
+		return KG_PARSE_OK;
+	}
+	FAIL("internal error: option %d", opt);
+}
+
+static enum kg_parse_result check_required(const struct kg_options *o, char *err, size_t errlen)
+{
+	if (o->config_file)
+		FAIL("--config %s: configuration files are not supported by this version; "
+		     "use the command-line options", o->config_file);
+	if (o->nlisten == 0)
+		FAIL("missing required option --listen");
+	if (o->ncerts == 0)
+		FAIL("missing required option --cert");
+	if (o->nkeys == 0)
+		FAIL("missing required option --key");
+	if (o->ncerts != o->nkeys)
+		FAIL("--cert and --key must come in pairs (%zu --cert, %zu --key)", o->ncerts, o->nkeys);
+	if (!o->client_ca_file)
+		FAIL("missing required option --client-ca");
+	if (o->nbackends == 0)
+		FAIL("missing required option --backend");
+	return KG_PARSE_OK;
+}
+
+enum kg_parse_result kg_options_parse(int argc, char **argv, struct kg_options *o,
+				      char *err, size_t errlen)
+{
+	int opt;
+	enum kg_parse_result r;
+
+	kg_options_defaults(o);
+	opterr = 0;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, ":", long_options, NULL)) != -1) {
+		if (opt == OPT_HELP) {
+			kg_options_usage(stdout);
+			return KG_PARSE_EXIT_OK;
+		}
+		if (opt == OPT_VERSION) {
+			printf("ktlsgate %s\n", KG_VERSION);
+			return KG_PARSE_EXIT_OK;
+		}
+		if (opt == ':')
+			FAIL("option %s needs a value", argv[optind - 1]);
+		if (opt == '?')
+			FAIL("unknown option %s (see --help)", argv[optind - 1]);
+		r = set_option(o, opt, optarg, err, errlen);
+		if (r != KG_PARSE_OK)
+			return r;
+	}
+	if (optind < argc)
+		FAIL("unexpected argument '%s' (see --help)", argv[optind]);
+	return check_required(o, err, errlen);
+}

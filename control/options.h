@@ -1,0 +1,49 @@
+/* Daemon settings, from the command line (and later the config file). */
+#ifndef KG_OPTIONS_H
+#define KG_OPTIONS_H
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "addr.h"
+#include "log.h"
+
+#define KG_MAX_LISTEN 16
+#define KG_MAX_IDENTITIES 4
+#define KG_MAX_BACKENDS 16
+#define KG_MAX_CRLS 16
+
+struct kg_identity_files {
+	const char *cert_file; /* leaf first, then intermediates */
+	const char *key_file;
+};
+
+struct kg_options {
+	const char *config_file;
+	struct kg_addr listen[KG_MAX_LISTEN];
+	size_t nlisten;
+	struct kg_identity_files ids[KG_MAX_IDENTITIES];
+	size_t ncerts, nkeys;
+	const char *client_ca_file;
+	const char *crl_files[KG_MAX_CRLS];
+	size_t ncrls;
+	struct kg_addr backends[KG_MAX_BACKENDS];
+	size_t nbackends;
+	unsigned workers;            /* 0: one per online CPU */
+	unsigned verify_depth;
+	unsigned max_conns;          /* per worker */
+	unsigned handshake_timeout_ms;
+	unsigned idle_timeout_ms;
+	unsigned connect_timeout_ms;
+	unsigned drain_timeout_ms;
+	enum kg_log_format log_format;
+	bool check;
+};
+
+enum kg_parse_result { KG_PARSE_OK, KG_PARSE_EXIT_OK, KG_PARSE_ERROR };
+
+void kg_options_defaults(struct kg_options *o);
+/* On error, err holds one line such as "--workers abc: not a positive integer". */
+enum kg_parse_result kg_options_parse(int argc, char **argv, struct kg_options *o,
+				      char *err, size_t errlen);
+void kg_options_usage(FILE *out);
+#endif

@@ -1,0 +1,369 @@
+#include "conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+struct kg_conn *kg_conn_new(struct kg_worker *w, int fd, unsigned listener)
+{
+	struct kg_conn *c = aligned_alloc(16, sizeof(*c));
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int one = 1;
+
+	if (!c)
+		return NULL;
+	memset(c, 0, sizeof(*c));
+	c->w = w;
+	c->id = ++w->next_conn_id;
+	c->listener = listener;
+	c->cfd = fd;
+	c->bfd = -1;
+	c->start_ms = kg_now_ms();
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+		kg_addr_format((struct sockaddr *)&ss, len, c->peer.client, sizeof(c->peer.client));
+	/* Handshake flights and relayed writes are latency-bound. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->nconns++;
+	w->stats.conns_total++;
+	w->stats.conns_active++;
+	return c;
+}
+
+bool kg_buf_ensure(struct kg_buf *b)
+{
+	if (!b->data)
+		b->data = malloc(KG_BUF_SIZE);
+	return b->data != NULL;
+}
+
+static void buf_release(struct kg_buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->off = b->len = 0;
+}
+
+static void ring_close_fd(struct kg_worker *w, int fd)
+{
+	struct io_uring_sqe *sqe;
+
+	if (fd < 0)
+		return;
+	sqe = kg_get_sqe(&w->ring);
+	io_uring_prep_close(sqe, fd);
+	io_uring_sqe_set_data64(sqe, kg_ud(NULL, KG_OP_IGNORE));
+}
+
+static void log_access(struct kg_conn *c)
+{
+	const struct kg_peer_info *p = &c->peer;
+	struct kg_field f[] = {
+		KG_S("client", p->client),
+		KG_S("sni", p->sni),
+		KG_S("subject", p->subject),
+		KG_S("issuer", p->issuer),
+		KG_S("serial", p->serial),
+		KG_S("version", p->version),
+		KG_S("cipher", p->cipher),
+		KG_S("result", c->result ? c->result : "error"),
+		KG_S("detail", p->detail),
+		KG_S("backend", c->backend),
+		KG_I("bytes_in", c->bytes_in),
+		KG_I("bytes_out", c->bytes_out),
+		KG_I("duration_ms", kg_now_ms() - c->start_ms),
+		KG_S("end", c->end),
+		KG_S("path", c->relay ? c->relay->name : NULL),
+		KG_I("resumed", p->resumed),
+		KG_I("worker", c->w->id),
+		KG_I("conn", c->id),
+	};
+	bool ok = c->result && strcmp(c->result, "ok") == 0;
+	kg_log_event(ok ? KG_LOG_INFO : KG_LOG_WARN, "access", f, KG_NFIELDS(f));
+}
+
+static void conn_free(struct kg_conn *c)
+{
+	struct kg_worker *w = c->w;
+
+	log_access(c);
+	w->stats.bytes_in += c->bytes_in;
+	w->stats.bytes_out += c->bytes_out;
+	ring_close_fd(w, c->cfd);
+	ring_close_fd(w, c->bfd);
+	SSL_free(c->ssl); /* frees the BIOs too */
+	buf_release(&c->cin);
+	buf_release(&c->bout);
+	/* cout and bin may hold key-derived or user plaintext: wipe before free. */
+	if (c->bin.data)
+		OPENSSL_cleanse(c->bin.data, KG_BUF_SIZE);
+	buf_release(&c->bin);
+	buf_release(&c->cout);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->nconns--;
+	w->stats.conns_active--;
+	free(c);
+}
+
+static void cancel_fd_ops(struct kg_conn *c, int fd)
+{
+	struct io_uring_sqe *sqe = kg_get_sqe(&c->w->ring);
+
+	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+	io_uring_sqe_set_data64(sqe, kg_ud(c, KG_OP_CANCEL));
+	c->inflight++;
+}
+
+void kg_conn_close(struct kg_conn *c, const char *end)
+{
+	if (c->state == KG_CS_CLOSING)
+		return;
+	if (!c->end)
+		c->end = end;
+	c->state = KG_CS_CLOSING;
+	if (c->inflight == 0) {
+		conn_free(c);
+		return;
+	}
+	if (c->cli_recv_busy || c->cli_send_busy)
+		cancel_fd_ops(c, c->cfd);
+	if (c->bfd >= 0)
+		cancel_fd_ops(c, c->bfd);
+}
+
+void kg_conn_touch(struct kg_conn *c, unsigned timeout_ms)
+{
+	c->deadline_ms = kg_now_ms() + timeout_ms;
+}
+
+void kg_conn_recv(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b)
+{
+	struct io_uring_sqe *sqe;
+	bool *busy = op == KG_OP_CLI_RECV ? &c->cli_recv_busy : &c->be_recv_busy;
+
+	if (*busy)
+		return;
+	if (!kg_buf_ensure(b)) {
+		kg_conn_close(c, "out_of_memory");
+		return;
+	}
+	sqe = kg_get_sqe(&c->w->ring);
+	io_uring_prep_recv(sqe, fd, b->data, KG_BUF_SIZE, 0);
+	io_uring_sqe_set_data64(sqe, kg_ud(c, op));
+	*busy = true;
+	c->inflight++;
+}
+
+void kg_conn_send(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b)
+{
+	struct io_uring_sqe *sqe;
+	bool *busy = op == KG_OP_CLI_SEND ? &c->cli_send_busy : &c->be_send_busy;
+
+	if (*busy || b->len == 0)
+		return;
+	sqe = kg_get_sqe(&c->w->ring);
+	io_uring_prep_send(sqe, fd, b->data + b->off, b->len, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, kg_ud(c, op));
+	*busy = true;
+	c->inflight++;
+}
+
+void kg_conn_shutdown_wr(struct kg_conn *c, int fd, enum kg_op op)
+{
+	struct io_uring_sqe *sqe = kg_get_sqe(&c->w->ring);
+
+	io_uring_prep_shutdown(sqe, fd, SHUT_WR);
+	io_uring_sqe_set_data64(sqe, kg_ud(c, op));
+	c->inflight++;
+}
+
+void kg_conn_flush_tls(struct kg_conn *c)
+{
+	int n;
+
+	if (c->cli_send_busy || c->cout.len || BIO_ctrl_pending(c->wbio) == 0)
+		return;
+	if (!kg_buf_ensure(&c->cout)) {
+		kg_conn_close(c, "out_of_memory");
+		return;
+	}
+	n = BIO_read(c->wbio, c->cout.data, KG_BUF_SIZE);
+	if (n <= 0)
+		return;
+	c->cout.off = 0;
+	c->cout.len = (uint32_t)n;
+	kg_conn_send(c, c->cfd, KG_OP_CLI_SEND, &c->cout);
+}
+
+/* Partial sends are resent here; true once the buffer is empty. */
+static bool send_progress(struct kg_conn *c, enum kg_op op, int res)
+{
+	bool cli = op == KG_OP_CLI_SEND;
+	struct kg_buf *b = cli ? &c->cout : &c->bout;
+
+	if (cli)
+		c->cli_send_busy = false;
+	else
+		c->be_send_busy = false;
+	if (res < 0) {
+		if (cli)
+			kg_conn_close(c, c->cli_eof ? "client_eof" : "client_reset");
+		else
+			kg_conn_close(c, "backend_reset");
+		return false;
+	}
+	b->off += (uint32_t)res;
+	b->len -= (uint32_t)res;
+	if (b->len) {
+		kg_conn_send(c, cli ? c->cfd : c->bfd, op, b);
+		return false;
+	}
+	b->off = 0;
+	if (cli)
+		kg_conn_flush_tls(c);
+	return !cli || c->cout.len == 0;
+}
+
+static void linger_on_cqe(struct kg_conn *c, enum kg_op op, int res)
+{
+	switch (op) {
+	case KG_OP_CLI_SEND:
+		if (send_progress(c, op, res))
+			kg_conn_shutdown_wr(c, c->cfd, KG_OP_CLI_SHUT);
+		return;
+	case KG_OP_CLI_SHUT:
+		kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
+		return;
+	case KG_OP_CLI_RECV:
+		c->cli_recv_busy = false;
+		/* Read and drop until FIN: closing with unread bytes would send an
+		 * RST that can destroy the alert before the client reads it. */
+		if (res > 0)
+			kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
+		else
+			kg_conn_close(c, NULL);
+		return;
+	default:
+		return;
+	}
+}
+
+void kg_conn_linger(struct kg_conn *c)
+{
+	c->state = KG_CS_LINGER;
+	kg_conn_touch(c, 2000);
+	kg_conn_flush_tls(c);
+	if (!c->cli_send_busy)
+		kg_conn_shutdown_wr(c, c->cfd, KG_OP_CLI_SHUT);
+}
+
+static void handshake_on_cqe(struct kg_conn *c, enum kg_op op, int res)
+{
+	if (op == KG_OP_CLI_SEND) {
+		send_progress(c, op, res);
+		return;
+	}
+	if (op != KG_OP_CLI_RECV)
+		return;
+	c->cli_recv_busy = false;
+	if (res <= 0) {
+		c->result = "client_closed";
+		snprintf(c->peer.detail, sizeof(c->peer.detail), "%s",
+			 res == 0 ? "client closed the connection during the handshake"
+				  : strerror(-res));
+		kg_conn_close(c, res == 0 ? "client_eof" : "client_reset");
+		return;
+	}
+	BIO_write(c->rbio, c->cin.data, res);
+	kg_hs_on_client_bytes(c);
+}
+
+static void connecting_on_cqe(struct kg_conn *c, enum kg_op op, int res)
+{
+	if (op == KG_OP_BE_CONNECT)
+		kg_backend_on_connect(c, res);
+	else if (op == KG_OP_CLI_SEND)
+		send_progress(c, op, res);
+}
+
+static void relay_on_cqe(struct kg_conn *c, enum kg_op op, int res)
+{
+	if (op == KG_OP_CLI_SEND || op == KG_OP_BE_SEND) {
+		if (!send_progress(c, op, res))
+			return;
+		res = 0; /* the relay sees "buffer drained" */
+	}
+	c->relay->on_cqe(c, op, res);
+}
+
+void kg_conn_on_cqe(struct kg_conn *c, enum kg_op op, int res, unsigned flags)
+{
+	c->inflight--;
+	if (c->state == KG_CS_CLOSING) {
+		if (op == KG_OP_CLI_RECV) c->cli_recv_busy = false;
+		if (op == KG_OP_CLI_SEND) c->cli_send_busy = false;
+		if (op == KG_OP_BE_RECV) c->be_recv_busy = false;
+		if (op == KG_OP_BE_SEND) c->be_send_busy = false;
+		if (c->inflight == 0)
+			conn_free(c);
+		return;
+	}
+	if (op == KG_OP_BE_TIMEOUT || op == KG_OP_CANCEL)
+		return;
+	switch (c->state) {
+	case KG_CS_HANDSHAKE:
+		handshake_on_cqe(c, op, res);
+		break;
+	case KG_CS_CONNECTING:
+		connecting_on_cqe(c, op, res);
+		break;
+	case KG_CS_RELAY:
+		relay_on_cqe(c, op, res);
+		break;
+	case KG_CS_LINGER:
+		linger_on_cqe(c, op, res);
+		break;
+	case KG_CS_CLOSING:
+		break;
+	}
+}
+
+void kg_conn_on_deadline(struct kg_conn *c)
+{
+	struct kg_worker_stats *st = &c->w->stats;
+
+	switch (c->state) {
+	case KG_CS_HANDSHAKE:
+		st->handshake_timeouts++;
+		snprintf(c->peer.detail, sizeof(c->peer.detail), "no complete handshake within %u ms",
+			 c->w->rt->opt->handshake_timeout_ms);
+		kg_hs_refuse(c, "handshake_timeout");
+		return;
+	case KG_CS_RELAY:
+	case KG_CS_CONNECTING:
+		st->idle_timeouts++;
+		kg_conn_close(c, "idle_timeout");
+		return;
+	case KG_CS_LINGER:
+		kg_conn_close(c, NULL);
+		return;
+	case KG_CS_CLOSING:
+		return;
+	}
+}

@@ -1,0 +1,101 @@
+/* One client connection: the state machine every phase (handshake, backend
+ * connect, relay) plugs into. Only its worker ever touches it. */
+#ifndef KG_CONN_H
+#define KG_CONN_H
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "relay.h"
+#include "ring.h"
+#include "worker.h"
+
+#define KG_BUF_SIZE (16384 + 512) /* one full TLS record plus overhead */
+
+struct kg_buf {
+	uint8_t *data;
+	uint32_t off, len; /* pending bytes are data[off .. off+len) */
+};
+
+enum kg_conn_state {
+	KG_CS_HANDSHAKE,
+	KG_CS_CONNECTING,
+	KG_CS_RELAY,
+	KG_CS_LINGER,  /* refusal sent: drain the client's bytes, then close */
+	KG_CS_CLOSING, /* waiting for in-flight operations before freeing */
+};
+
+/* What the access log says about the client. */
+struct kg_peer_info {
+	char client[64];
+	char sni[256];
+	char subject[256];
+	char issuer[256];
+	char serial[80];
+	char detail[160];
+	const char *version;
+	const char *cipher;
+	bool resumed;
+};
+
+struct kg_conn {
+	struct kg_worker *w;
+	struct kg_conn *prev, *next;
+	uint64_t id;
+	unsigned listener;
+	int cfd, bfd;
+	enum kg_conn_state state;
+	unsigned inflight;          /* ring operations not yet completed */
+	bool cli_recv_busy, cli_send_busy, be_recv_busy, be_send_busy;
+	bool cli_eof;               /* client sent close_notify or FIN */
+	bool be_eof;                /* backend sent FIN */
+	bool be_shut_done;          /* our FIN to the backend went out */
+	bool cli_shut_done;         /* close_notify + FIN to the client went out */
+	bool be_shut_posted, cli_shut_posted;
+	bool close_after_flush;
+
+	SSL *ssl;
+	BIO *rbio, *wbio;           /* memory BIOs: the ring does the socket I/O */
+	int verify_err;             /* first X509 error seen by the verify callback */
+
+	struct kg_buf cin, cout;    /* TLS bytes from / to the client */
+	struct kg_buf bin, bout;    /* plaintext from / to the backend */
+
+	unsigned backend_idx, backend_tries;
+	char backend[128];
+	struct __kernel_timespec connect_ts;
+
+	const struct kg_relay_ops *relay;
+	uint64_t start_ms, deadline_ms;
+	uint64_t bytes_in, bytes_out;
+	const char *result;         /* "ok" or the refusal reason */
+	const char *end;            /* how a relayed connection ended */
+	struct kg_peer_info peer;
+} KG_ALIGNED;
+
+struct kg_conn *kg_conn_new(struct kg_worker *w, int fd, unsigned listener);
+void kg_conn_on_cqe(struct kg_conn *c, enum kg_op op, int res, unsigned flags);
+/* Starts the end of the connection; freed once no operation is in flight. */
+void kg_conn_close(struct kg_conn *c, const char *end);
+/* Called by the worker tick for expired deadlines. */
+void kg_conn_on_deadline(struct kg_conn *c);
+void kg_conn_touch(struct kg_conn *c, unsigned timeout_ms);
+/* Flush what OpenSSL queued (an alert, close_notify), send FIN, drain, close. */
+void kg_conn_linger(struct kg_conn *c);
+
+/* Ring helpers for the phases. */
+void kg_conn_recv(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b);
+void kg_conn_send(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b);
+void kg_conn_shutdown_wr(struct kg_conn *c, int fd, enum kg_op op);
+bool kg_buf_ensure(struct kg_buf *b);
+/* Moves what OpenSSL wrote into the wbio to cout and sends it. */
+void kg_conn_flush_tls(struct kg_conn *c);
+
+/* Phases (handshake.c, backend.c). */
+int kg_hs_start(struct kg_conn *c);
+void kg_hs_on_client_bytes(struct kg_conn *c);
+void kg_hs_refuse(struct kg_conn *c, const char *reason);
+void kg_backend_connect(struct kg_conn *c);
+void kg_backend_on_connect(struct kg_conn *c, int res);
+#endif

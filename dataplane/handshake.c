@@ -1,0 +1,207 @@
+/* The server handshake on memory BIOs: the ring moves the bytes, OpenSSL only
+ * computes. Refusals keep the exact alert OpenSSL chose and log one reason. */
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "conn.h"
+#include "log.h"
+
+static int conn_ex_index = -1;
+static pthread_once_t ex_index_once = PTHREAD_ONCE_INIT;
+
+static void make_ex_index(void)
+{
+	conn_ex_index = SSL_get_ex_new_index(0, "kg_conn", NULL, NULL, NULL);
+}
+
+static void name_to_text(const X509_NAME *name, char *buf, size_t cap)
+{
+	BIO *mem = BIO_new(BIO_s_mem());
+	int n;
+
+	/* RFC 2253 order with non-ASCII escaped: safe to log, easy to match. */
+	X509_NAME_print_ex(mem, name, 0, XN_FLAG_RFC2253);
+	n = BIO_read(mem, buf, (int)cap - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	BIO_free(mem);
+}
+
+static void serial_to_text(const X509 *x, char *buf, size_t cap)
+{
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+	char *hex = bn ? BN_bn2hex(bn) : NULL;
+
+	snprintf(buf, cap, "%s", hex ? hex : "");
+	OPENSSL_free(hex);
+	BN_free(bn);
+}
+
+static void record_peer_cert(struct kg_conn *c, const X509 *x)
+{
+	name_to_text(X509_get_subject_name(x), c->peer.subject, sizeof(c->peer.subject));
+	name_to_text(X509_get_issuer_name(x), c->peer.issuer, sizeof(c->peer.issuer));
+	serial_to_text(x, c->peer.serial, sizeof(c->peer.serial));
+}
+
+/* Keeps OpenSSL's verdict (and so its alert); only remembers what to log. */
+static int verify_cb(int preverify_ok, X509_STORE_CTX *store)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct kg_conn *c = SSL_get_ex_data(ssl, conn_ex_index);
+	X509 *leaf = X509_STORE_CTX_get0_cert(store);
+
+	if (c && leaf && !c->peer.subject[0])
+		record_peer_cert(c, leaf);
+	if (c && !preverify_ok && !c->verify_err) {
+		c->verify_err = X509_STORE_CTX_get_error(store);
+		snprintf(c->peer.detail, sizeof(c->peer.detail), "%s (depth %d)",
+			 X509_verify_cert_error_string(c->verify_err),
+			 X509_STORE_CTX_get_error_depth(store));
+	}
+	return preverify_ok;
+}
+
+int kg_hs_start(struct kg_conn *c)
+{
+	pthread_once(&ex_index_once, make_ex_index);
+	c->ssl = SSL_new(c->w->rt->ssl_ctx);
+	c->rbio = BIO_new(BIO_s_mem());
+	c->wbio = BIO_new(BIO_s_mem());
+	if (!c->ssl || !c->rbio || !c->wbio) {
+		BIO_free(c->rbio);
+		BIO_free(c->wbio);
+		c->rbio = c->wbio = NULL;
+		return -1;
+	}
+	SSL_set_bio(c->ssl, c->rbio, c->wbio);
+	SSL_set_ex_data(c->ssl, conn_ex_index, c);
+	SSL_set_verify(c->ssl, SSL_get_verify_mode(c->ssl), verify_cb);
+	SSL_set_accept_state(c->ssl);
+	c->state = KG_CS_HANDSHAKE;
+	kg_conn_touch(c, c->w->rt->opt->handshake_timeout_ms);
+	kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
+	return 0;
+}
+
+static const char *reason_from_verify_error(int e)
+{
+	switch (e) {
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+		return "unknown_ca";
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+		return "certificate_expired";
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return "certificate_not_yet_valid";
+	case X509_V_ERR_CERT_REVOKED:
+		return "certificate_revoked";
+	case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+	case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+		return "bad_signature";
+	case X509_V_ERR_INVALID_PURPOSE:
+		return "bad_purpose";
+	case X509_V_ERR_CERT_CHAIN_TOO_LONG:
+		return "chain_too_long";
+	case X509_V_ERR_UNABLE_TO_GET_CRL:
+		return "crl_missing";
+	case X509_V_ERR_CRL_HAS_EXPIRED:
+	case X509_V_ERR_CRL_NOT_YET_VALID:
+		return "crl_stale";
+	default:
+		return "bad_certificate";
+	}
+}
+
+static const char *reason_from_ssl_error(unsigned long e)
+{
+	if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+		return "handshake_failed";
+	switch (ERR_GET_REASON(e)) {
+	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+		return "no_certificate";
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_VERSION_TOO_LOW:
+	case SSL_R_WRONG_VERSION_NUMBER:
+		return "protocol_version";
+	case SSL_R_NO_SHARED_CIPHER:
+		return "no_shared_cipher";
+	default:
+		return "handshake_failed";
+	}
+}
+
+static const char *classify_failure(struct kg_conn *c)
+{
+	unsigned long e = ERR_peek_error();
+
+	if (c->verify_err)
+		return reason_from_verify_error(c->verify_err);
+	if (!c->peer.detail[0] && e) {
+		const char *r = ERR_reason_error_string(e);
+		snprintf(c->peer.detail, sizeof(c->peer.detail), "%s",
+			 r ? r : "TLS handshake failed");
+	}
+	return e ? reason_from_ssl_error(e) : "handshake_failed";
+}
+
+void kg_hs_refuse(struct kg_conn *c, const char *reason)
+{
+	c->result = reason;
+	c->w->stats.handshakes_refused++;
+	kg_conn_linger(c);
+}
+
+static void record_session(struct kg_conn *c)
+{
+	const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+	X509 *peer = SSL_get0_peer_certificate(c->ssl);
+
+	snprintf(c->peer.sni, sizeof(c->peer.sni), "%s", sni ? sni : "");
+	c->peer.version = SSL_get_version(c->ssl);
+	c->peer.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
+	c->peer.resumed = SSL_session_reused(c->ssl);
+	/* A resumed session carries the certificate from the full handshake. */
+	if (peer)
+		record_peer_cert(c, peer);
+}
+
+static void handshake_done(struct kg_conn *c)
+{
+	record_session(c);
+	c->result = "ok";
+	c->w->stats.handshakes_ok++;
+	if (c->peer.resumed)
+		c->w->stats.handshakes_resumed++;
+	c->state = KG_CS_CONNECTING;
+	kg_conn_touch(c, c->w->rt->opt->idle_timeout_ms);
+	kg_backend_connect(c);
+}
+
+void kg_hs_on_client_bytes(struct kg_conn *c)
+{
+	int r, e;
+
+	ERR_clear_error();
+	r = SSL_do_handshake(c->ssl);
+	kg_conn_flush_tls(c);
+	if (c->state == KG_CS_CLOSING)
+		return;
+	if (r == 1) {
+		handshake_done(c);
+		return;
+	}
+	e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ) {
+		kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
+		return;
+	}
+	const char *reason = classify_failure(c);
+	ERR_clear_error();
+	kg_hs_refuse(c, reason);
+}

@@ -1,0 +1,331 @@
+/* Worker thread: pinned to one CPU, owns one io_uring, its listeners and every
+ * connection it accepted. Nothing here blocks: all socket I/O is ring I/O. */
+#include "worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+
+#define KG_RING_ENTRIES 1024
+#define KG_CQ_ENTRIES 16384
+#define KG_TICK_MS 200
+#define KG_LISTEN_BACKLOG 4096
+
+uint64_t kg_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+struct io_uring_sqe *kg_get_sqe(struct io_uring *ring)
+{
+	struct io_uring_sqe *sqe;
+
+	while ((sqe = io_uring_get_sqe(ring)) == NULL)
+		io_uring_submit(ring);
+	return sqe;
+}
+
+void kg_reserve_sqes(struct io_uring *ring, unsigned n)
+{
+	if (io_uring_sq_space_left(ring) < n)
+		io_uring_submit(ring);
+}
+
+static int open_listener(const struct kg_addr *a, char *err, size_t errlen)
+{
+	int one = 1;
+	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		goto fail;
+	/* Each worker has its own socket on the same port: the kernel spreads
+	 * new connections across workers with no shared accept queue. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+		goto fail;
+	if (a->ss.ss_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+		goto fail;
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
+	    listen(fd, KG_LISTEN_BACKLOG) < 0)
+		goto fail;
+	return fd;
+fail:
+	snprintf(err, errlen, "--listen %s: %s", a->text, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static int init_ring(struct io_uring *ring)
+{
+	struct io_uring_params p = {
+		.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+		.cq_entries = KG_CQ_ENTRIES,
+	};
+	int rc = io_uring_queue_init_params(KG_RING_ENTRIES, ring, &p);
+
+	if (rc == -EINVAL) { /* older kernel: no COOP_TASKRUN / SUBMIT_ALL */
+		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_CQSIZE;
+		p.cq_entries = KG_CQ_ENTRIES;
+		rc = io_uring_queue_init_params(KG_RING_ENTRIES, ring, &p);
+	}
+	return rc;
+}
+
+int kg_worker_init(struct kg_worker *w, unsigned id, int cpu, const struct kg_runtime *rt,
+		   char *err, size_t errlen)
+{
+	int rc;
+
+	memset(w, 0, sizeof(*w));
+	w->id = id;
+	w->cpu = cpu;
+	w->rt = rt;
+	w->wake_fd = -1;
+	for (size_t i = 0; i < rt->opt->nlisten; i++) {
+		struct kg_listener *l = &w->listeners[i];
+		l->fd = open_listener(&rt->opt->listen[i], err, errlen);
+		if (l->fd < 0)
+			goto fail;
+		l->index = (unsigned)i;
+		l->worker = w;
+		w->nlisteners++;
+	}
+	w->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (w->wake_fd < 0) {
+		snprintf(err, errlen, "worker %u: eventfd: %s", id, strerror(errno));
+		goto fail;
+	}
+	rc = init_ring(&w->ring);
+	if (rc < 0) {
+		snprintf(err, errlen, "worker %u: io_uring setup failed: %s", id, strerror(-rc));
+		goto fail;
+	}
+	return 0;
+fail:
+	for (size_t i = 0; i < w->nlisteners; i++)
+		close(w->listeners[i].fd);
+	if (w->wake_fd >= 0)
+		close(w->wake_fd);
+	return -1;
+}
+
+static void arm_accept(struct kg_listener *l)
+{
+	struct io_uring_sqe *sqe = kg_get_sqe(&l->worker->ring);
+
+	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, kg_ud(l, KG_OP_ACCEPT));
+	l->armed = true;
+}
+
+static void arm_wake(struct kg_worker *w)
+{
+	struct io_uring_sqe *sqe = kg_get_sqe(&w->ring);
+
+	io_uring_prep_read(sqe, w->wake_fd, &w->wake_value, sizeof(w->wake_value), 0);
+	io_uring_sqe_set_data64(sqe, kg_ud(w, KG_OP_WAKE));
+}
+
+static void arm_tick(struct kg_worker *w)
+{
+	struct io_uring_sqe *sqe = kg_get_sqe(&w->ring);
+
+	w->tick.tv_sec = 0;
+	w->tick.tv_nsec = KG_TICK_MS * 1000000LL;
+	io_uring_prep_timeout(sqe, &w->tick, 0, 0);
+	io_uring_sqe_set_data64(sqe, kg_ud(w, KG_OP_TICK));
+}
+
+static void close_fd_via_ring(struct kg_worker *w, int fd)
+{
+	struct io_uring_sqe *sqe = kg_get_sqe(&w->ring);
+
+	io_uring_prep_close(sqe, fd);
+	io_uring_sqe_set_data64(sqe, kg_ud(NULL, KG_OP_IGNORE));
+}
+
+static void refuse_over_limit(struct kg_worker *w, int fd)
+{
+	uint64_t now = kg_now_ms();
+
+	w->stats.conn_limit_hits++;
+	if (now - w->last_limit_log_ms >= 1000) {
+		w->last_limit_log_ms = now;
+		struct kg_field f[] = { KG_I("worker", w->id), KG_I("max_conns", w->rt->opt->max_conns),
+					KG_I("refused_total", w->stats.conn_limit_hits) };
+		kg_log_event(KG_LOG_WARN, "conn_limit", f, KG_NFIELDS(f));
+	}
+	close_fd_via_ring(w, fd);
+}
+
+static void on_accept(struct kg_listener *l, int res, unsigned flags)
+{
+	struct kg_worker *w = l->worker;
+
+	if (!(flags & IORING_CQE_F_MORE)) {
+		l->armed = false;
+		if (w->draining)
+			close_fd_via_ring(w, l->fd);
+		else
+			arm_accept(l); /* the kernel ended the multishot (e.g. ENFILE) */
+	}
+	if (res < 0) {
+		if (res != -ECANCELED)
+			kg_log_msg(KG_LOG_WARN, "accept_error", "worker %u: %s", w->id, strerror(-res));
+		return;
+	}
+	if (w->draining) {
+		close_fd_via_ring(w, res);
+		return;
+	}
+	if (w->nconns >= w->rt->opt->max_conns) {
+		refuse_over_limit(w, res);
+		return;
+	}
+	struct kg_conn *c = kg_conn_new(w, res, l->index);
+	if (!c) {
+		close_fd_via_ring(w, res);
+		return;
+	}
+	if (kg_hs_start(c) < 0) {
+		c->result = "internal_error";
+		kg_conn_close(c, "out_of_memory");
+	}
+}
+
+static void start_drain(struct kg_worker *w)
+{
+	struct io_uring_sqe *sqe;
+
+	w->draining = true;
+	w->drain_deadline_ms = kg_now_ms() + w->rt->opt->drain_timeout_ms;
+	for (size_t i = 0; i < w->nlisteners; i++) {
+		if (!w->listeners[i].armed)
+			continue;
+		sqe = kg_get_sqe(&w->ring);
+		io_uring_prep_cancel64(sqe, kg_ud(&w->listeners[i], KG_OP_ACCEPT), 0);
+		io_uring_sqe_set_data64(sqe, kg_ud(NULL, KG_OP_IGNORE));
+	}
+}
+
+static void on_tick(struct kg_worker *w)
+{
+	uint64_t now = kg_now_ms();
+	bool drain_expired = w->draining && now >= w->drain_deadline_ms;
+	struct kg_conn *c, *next;
+
+	for (c = w->conns; c; c = next) {
+		next = c->next; /* c may be freed below */
+		if (c->state == KG_CS_CLOSING)
+			continue;
+		if (drain_expired)
+			kg_conn_close(c, "drain");
+		else if (c->deadline_ms && now >= c->deadline_ms)
+			kg_conn_on_deadline(c);
+	}
+	arm_tick(w);
+}
+
+static bool listeners_armed(const struct kg_worker *w)
+{
+	for (size_t i = 0; i < w->nlisteners; i++)
+		if (w->listeners[i].armed)
+			return true;
+	return false;
+}
+
+static void dispatch(struct kg_worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	void *obj = kg_ud_obj(ud);
+
+	switch (kg_ud_op(ud)) {
+	case KG_OP_ACCEPT:
+		on_accept(obj, cqe->res, cqe->flags);
+		return;
+	case KG_OP_WAKE:
+		start_drain(w);
+		return;
+	case KG_OP_TICK:
+		on_tick(w);
+		return;
+	case KG_OP_IGNORE:
+	case KG_OP_NONE:
+		return;
+	default:
+		kg_conn_on_cqe(obj, kg_ud_op(ud), cqe->res, cqe->flags);
+	}
+}
+
+static void pin_to_cpu(struct kg_worker *w)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(w->cpu, &set);
+	if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+		kg_log_msg(KG_LOG_WARN, "pin_failed", "worker %u: cannot pin to CPU %d", w->id, w->cpu);
+}
+
+static void *worker_main(void *arg)
+{
+	struct kg_worker *w = arg;
+	struct io_uring_cqe *cqe;
+	unsigned head, seen;
+
+	pin_to_cpu(w);
+	for (size_t i = 0; i < w->nlisteners; i++)
+		arm_accept(&w->listeners[i]);
+	arm_wake(w);
+	arm_tick(w);
+	while (!(w->draining && w->nconns == 0 && !listeners_armed(w))) {
+		int rc = io_uring_submit_and_wait(&w->ring, 1);
+		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+			kg_log_msg(KG_LOG_ERROR, "ring_error", "worker %u: %s", w->id, strerror(-rc));
+			w->exit_status = 1;
+			break;
+		}
+		seen = 0;
+		io_uring_for_each_cqe(&w->ring, head, cqe) {
+			dispatch(w, cqe);
+			seen++;
+		}
+		io_uring_cq_advance(&w->ring, seen);
+	}
+	io_uring_submit(&w->ring); /* the last closes */
+	io_uring_queue_exit(&w->ring);
+	close(w->wake_fd);
+	return NULL;
+}
+
+int kg_worker_start(struct kg_worker *w)
+{
+	return pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void kg_worker_request_stop(struct kg_worker *w)
+{
+	uint64_t one = 1;
+	ssize_t unused = write(w->wake_fd, &one, sizeof(one));
+	(void)unused;
+}
+
+void kg_worker_join(struct kg_worker *w)
+{
+	pthread_join(w->thread, NULL);
+}

@@ -1,0 +1,63 @@
+/* A worker: one pinned thread, one io_uring, its own SO_REUSEPORT listeners. */
+#ifndef KG_WORKER_H
+#define KG_WORKER_H
+#include <liburing.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "options.h"
+#include "ring.h"
+#include "stats.h"
+
+/* Immutable after start-up; shared by every worker. */
+struct kg_runtime {
+	const struct kg_options *opt;
+	SSL_CTX *ssl_ctx;
+};
+
+struct kg_worker;
+
+struct kg_listener {
+	int fd;
+	unsigned index;
+	struct kg_worker *worker;
+	bool armed;
+} KG_ALIGNED;
+
+struct kg_conn;
+
+struct kg_worker {
+	unsigned id;
+	int cpu;
+	pthread_t thread;
+	struct io_uring ring;
+	const struct kg_runtime *rt;
+	struct kg_listener listeners[KG_MAX_LISTEN];
+	size_t nlisteners;
+	int wake_fd;
+	uint64_t wake_value;
+	struct __kernel_timespec tick;
+	struct kg_conn *conns;      /* intrusive list of live connections */
+	unsigned nconns;
+	unsigned backend_rr;
+	uint64_t next_conn_id;
+	bool draining;
+	uint64_t drain_deadline_ms;
+	uint64_t last_limit_log_ms;
+	int exit_status;
+	struct kg_worker_stats stats;
+} KG_ALIGNED;
+
+/* Creates listener sockets (bound, listening) for every --listen address.
+ * Errors name the address: "--listen 127.0.0.1:443: Address already in use". */
+int kg_worker_init(struct kg_worker *w, unsigned id, int cpu, const struct kg_runtime *rt,
+		   char *err, size_t errlen);
+int kg_worker_start(struct kg_worker *w);
+/* Asks the worker to stop accepting and drain; safe from any thread. */
+void kg_worker_request_stop(struct kg_worker *w);
+void kg_worker_join(struct kg_worker *w);
+
+uint64_t kg_now_ms(void);
+#endif
