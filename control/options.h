@@ -3,6 +3,7 @@
 #define KG_OPTIONS_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "addr.h"
 #include "log.h"
