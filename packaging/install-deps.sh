@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what ktlsgate needs from Debian 12, only when something is missing.
+# Usage: packaging/install-deps.sh build|test
+set -euo pipefail
+
+build_pkgs=(build-essential meson ninja-build pkg-config libssl-dev liburing-dev
+	libjansson-dev libkmod-dev openssl python3 python3-cryptography curl ca-certificates)
+test_pkgs=(python3-pytest user-mode-linux busybox-static iproute2)
+
+want=("${build_pkgs[@]}")
+[ "${1:-build}" = test ] && want+=("${test_pkgs[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null; then SUDO=sudo; else
+		echo "install-deps: missing packages (${missing[*]}) and not root; install them with apt-get" >&2
+		exit 1
+	fi
+fi
+echo "install-deps: installing ${missing[*]}"
+${SUDO:-} apt-get update -q
+DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -q --no-install-recommends "${missing[@]}"

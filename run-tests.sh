@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every ktlsgate test: installs test dependencies from Debian, builds the
+# normal and the ASan+UBSan variant, then runs the C unit tests, the kTLS tests
+# (inside a user-mode-linux guest; skipped where linux.uml is missing) and the
+# integration suite against both builds.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+packaging/install-deps.sh test
+
+build() { # dir, extra meson options...
+	local dir=$1; shift
+	[ -f "$dir/build.ninja" ] || meson setup "$dir" "$@" >/dev/null
+	ninja -C "$dir"
+}
+
+pytest_run() { # binary, extra pytest args...
+	local bin=$1; shift
+	KTLSGATE_BIN="$PWD/$bin" /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider "$@"
+}
+
+build build
+build build-asan -Db_sanitize=address,undefined -Db_lundef=false
+
+echo "== C unit and kTLS tests (normal build)"
+meson test -C build --print-errorlogs --no-rebuild
+echo "== C unit tests (ASan+UBSan build)"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	meson test -C build-asan --print-errorlogs --no-rebuild --suite unit
+
+echo "== integration suite (ASan+UBSan build)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	KTLSGATE_SANITIZED=1 pytest_run build-asan/ktlsgate
+echo "== integration suite (normal build)"
+pytest_run build/ktlsgate
