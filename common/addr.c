@@ -84,12 +84,14 @@ int kg_addr_parse(const char *spec, bool allow_unix, struct kg_addr *out,
 	char *host, *port;
 	unsigned portnum;
 
+	size_t len = strlen(spec);
+
 	memset(out, 0, sizeof(*out));
-	if (strlen(spec) >= sizeof(copy)) {
+	if (len >= sizeof(copy) || len >= sizeof(out->text)) {
 		snprintf(err, errlen, "address too long");
 		return -1;
 	}
-	snprintf(out->text, sizeof(out->text), "%s", spec);
+	memcpy(out->text, spec, len + 1);
 	if (strncmp(spec, "unix:", 5) == 0) {
 		if (!allow_unix) {
 			snprintf(err, errlen, "unix sockets are not allowed here");
