@@ -71,7 +71,13 @@ void kg_backend_on_connect(struct kg_conn *c, int res)
 	struct io_uring_sqe *sqe;
 
 	if (res == 0) {
-		c->relay = &kg_relay_user;
+		if (kg_ktls_wanted(c)) {
+			c->relay = &kg_relay_ktls;
+		} else {
+			c->relay = &kg_relay_user;
+			if (c->kt)
+				kg_ktls_conn_free(c); /* cipher the kernel lacks */
+		}
 		c->state = KG_CS_RELAY;
 		c->relay->start(c);
 		return;

@@ -103,6 +103,8 @@ static void conn_free(struct kg_conn *c)
 	ring_close_fd(w, c->cfd);
 	ring_close_fd(w, c->bfd);
 	SSL_free(c->ssl); /* frees the BIOs too */
+	if (c->kt)
+		kg_ktls_conn_free(c);
 	buf_release(&c->cin);
 	buf_release(&c->bout);
 	/* cout and bin may hold key-derived or user plaintext: wipe before free. */
@@ -121,17 +123,23 @@ static void conn_free(struct kg_conn *c)
 	free(c);
 }
 
-static void cancel_fd_ops(struct kg_conn *c, int fd)
+/* Cancels by user_data, not by fd: a splice's file is its output pipe, so
+ * cancel-by-fd would miss it. Unmatched cancels just complete with -ENOENT. */
+static void cancel_op(struct kg_conn *c, enum kg_op op)
 {
 	struct io_uring_sqe *sqe = kg_get_sqe(&c->w->ring);
 
-	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+	io_uring_prep_cancel64(sqe, kg_ud(c, op), IORING_ASYNC_CANCEL_ALL);
 	io_uring_sqe_set_data64(sqe, kg_ud(c, KG_OP_CANCEL));
 	c->inflight++;
 }
 
 void kg_conn_close(struct kg_conn *c, const char *end)
 {
+	static const enum kg_op cancellable[] = {
+		KG_OP_CLI_RECV, KG_OP_CLI_SEND, KG_OP_BE_RECV, KG_OP_BE_SEND, KG_OP_BE_CONNECT,
+	};
+
 	if (c->state == KG_CS_CLOSING)
 		return;
 	if (!c->end)
@@ -141,10 +149,8 @@ void kg_conn_close(struct kg_conn *c, const char *end)
 		conn_free(c);
 		return;
 	}
-	if (c->cli_recv_busy || c->cli_send_busy)
-		cancel_fd_ops(c, c->cfd);
-	if (c->bfd >= 0)
-		cancel_fd_ops(c, c->bfd);
+	for (size_t i = 0; i < sizeof(cancellable) / sizeof(cancellable[0]); i++)
+		cancel_op(c, cancellable[i]);
 }
 
 void kg_conn_touch(struct kg_conn *c, unsigned timeout_ms)
@@ -212,7 +218,7 @@ void kg_conn_flush_tls(struct kg_conn *c)
 }
 
 /* Partial sends are resent here; true once the buffer is empty. */
-static bool send_progress(struct kg_conn *c, enum kg_op op, int res)
+bool kg_conn_send_progress(struct kg_conn *c, enum kg_op op, int res)
 {
 	bool cli = op == KG_OP_CLI_SEND;
 	struct kg_buf *b = cli ? &c->cout : &c->bout;
@@ -244,7 +250,7 @@ static void linger_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 {
 	switch (op) {
 	case KG_OP_CLI_SEND:
-		if (send_progress(c, op, res))
+		if (kg_conn_send_progress(c, op, res))
 			kg_conn_shutdown_wr(c, c->cfd, KG_OP_CLI_SHUT);
 		return;
 	case KG_OP_CLI_SHUT:
@@ -276,7 +282,7 @@ void kg_conn_linger(struct kg_conn *c)
 static void handshake_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 {
 	if (op == KG_OP_CLI_SEND) {
-		send_progress(c, op, res);
+		kg_conn_send_progress(c, op, res);
 		return;
 	}
 	if (op != KG_OP_CLI_RECV)
@@ -290,6 +296,7 @@ static void handshake_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 		kg_conn_close(c, res == 0 ? "client_eof" : "client_reset");
 		return;
 	}
+	kg_ktls_track_rx(c, c->cin.data, (size_t)res);
 	BIO_write(c->rbio, c->cin.data, res);
 	kg_hs_on_client_bytes(c);
 }
@@ -299,27 +306,13 @@ static void connecting_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 	if (op == KG_OP_BE_CONNECT)
 		kg_backend_on_connect(c, res);
 	else if (op == KG_OP_CLI_SEND)
-		send_progress(c, op, res);
-}
-
-static void relay_on_cqe(struct kg_conn *c, enum kg_op op, int res)
-{
-	if (op == KG_OP_CLI_SEND || op == KG_OP_BE_SEND) {
-		if (!send_progress(c, op, res))
-			return;
-		res = 0; /* the relay sees "buffer drained" */
-	}
-	c->relay->on_cqe(c, op, res);
+		kg_conn_send_progress(c, op, res);
 }
 
 void kg_conn_on_cqe(struct kg_conn *c, enum kg_op op, int res, unsigned flags)
 {
 	c->inflight--;
 	if (c->state == KG_CS_CLOSING) {
-		if (op == KG_OP_CLI_RECV) c->cli_recv_busy = false;
-		if (op == KG_OP_CLI_SEND) c->cli_send_busy = false;
-		if (op == KG_OP_BE_RECV) c->be_recv_busy = false;
-		if (op == KG_OP_BE_SEND) c->be_send_busy = false;
 		if (c->inflight == 0)
 			conn_free(c);
 		return;
@@ -334,7 +327,7 @@ void kg_conn_on_cqe(struct kg_conn *c, enum kg_op op, int res, unsigned flags)
 		connecting_on_cqe(c, op, res);
 		break;
 	case KG_CS_RELAY:
-		relay_on_cqe(c, op, res);
+		c->relay->on_cqe(c, op, res);
 		break;
 	case KG_CS_LINGER:
 		linger_on_cqe(c, op, res);

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "ktls.h"
 #include "relay.h"
 #include "ring.h"
 #include "worker.h"
@@ -67,6 +68,7 @@ struct kg_conn {
 	struct __kernel_timespec connect_ts;
 
 	const struct kg_relay_ops *relay;
+	struct kg_ktls_conn *kt;    /* only when kernel TLS may take over */
 	uint64_t start_ms, deadline_ms;
 	uint64_t bytes_in, bytes_out;
 	const char *result;         /* "ok" or the refusal reason */
@@ -88,6 +90,8 @@ void kg_conn_linger(struct kg_conn *c);
 void kg_conn_recv(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b);
 void kg_conn_send(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b);
 void kg_conn_shutdown_wr(struct kg_conn *c, int fd, enum kg_op op);
+/* Accounts a CLI_SEND/BE_SEND completion, resends the rest; true once drained. */
+bool kg_conn_send_progress(struct kg_conn *c, enum kg_op op, int res);
 bool kg_buf_ensure(struct kg_buf *b);
 /* Moves what OpenSSL wrote into the wbio to cout and sends it. */
 void kg_conn_flush_tls(struct kg_conn *c);

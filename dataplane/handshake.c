@@ -80,6 +80,8 @@ int kg_hs_start(struct kg_conn *c)
 	SSL_set_ex_data(c->ssl, conn_ex_index, c);
 	SSL_set_verify(c->ssl, SSL_get_verify_mode(c->ssl), verify_cb);
 	SSL_set_accept_state(c->ssl);
+	if (c->w->rt->ktls && kg_ktls_conn_new(c) < 0)
+		return -1;
 	c->state = KG_CS_HANDSHAKE;
 	kg_conn_touch(c, c->w->rt->opt->handshake_timeout_ms);
 	kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
@@ -174,6 +176,8 @@ static void record_session(struct kg_conn *c)
 static void handshake_done(struct kg_conn *c)
 {
 	record_session(c);
+	if (c->kt)
+		kg_ktls_handshake_done(c->ssl);
 	c->result = "ok";
 	c->w->stats.handshakes_ok++;
 	if (c->peer.resumed)

@@ -163,10 +163,12 @@ static void user_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 		on_backend_recv(c, res);
 		return;
 	case KG_OP_CLI_SEND:
-		on_client_drained(c);
+		if (kg_conn_send_progress(c, op, res))
+			on_client_drained(c);
 		return;
 	case KG_OP_BE_SEND:
-		on_backend_drained(c);
+		if (kg_conn_send_progress(c, op, res))
+			on_backend_drained(c);
 		return;
 	case KG_OP_CLI_SHUT:
 		c->cli_shut_done = true;

@@ -15,7 +15,13 @@
 struct kg_runtime {
 	const struct kg_options *opt;
 	SSL_CTX *ssl_ctx;
+	bool ktls;             /* hand sessions to kernel TLS when the cipher allows */
+	unsigned ktls_ciphers; /* KG_KTLS_BIT_* the kernel accepts for TX and RX */
 };
+
+#define KG_KTLS_BIT_AES_128_GCM 1u
+#define KG_KTLS_BIT_AES_256_GCM 2u
+#define KG_KTLS_BIT_CHACHA20_POLY1305 4u
 
 struct kg_worker;
 

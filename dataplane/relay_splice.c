@@ -1,0 +1,339 @@
+/* kTLS relay: the kernel decrypts and encrypts; bytes move socket -> pipe ->
+ * socket with IORING_OP_SPLICE and never enter userspace. Each direction is a
+ * small step machine (poll, splice in, splice out) with one operation in
+ * flight; non-data records from the client are read with recvmsg + cmsg. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/tls.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "ktls.h"
+#include "log.h"
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+
+#define KG_SPLICE_CHUNK (64 * 1024)
+#define TLS_RT_ALERT 21
+#define TLS_RT_HANDSHAKE 22
+#define TLS_RT_DATA 23
+#define TLS_HS_KEY_UPDATE 24
+
+static enum kg_op dir_op(struct kg_conn *c, struct kg_splice_dir *d)
+{
+	/* One op code per direction; d->step says which operation it was. */
+	return d == &c->kt->c2b ? KG_OP_CLI_RECV : KG_OP_BE_RECV;
+}
+
+static struct io_uring_sqe *dir_sqe(struct kg_conn *c, struct kg_splice_dir *d, uint8_t step)
+{
+	struct io_uring_sqe *sqe = kg_get_sqe(&c->w->ring);
+
+	d->step = step;
+	io_uring_sqe_set_data64(sqe, kg_ud(c, dir_op(c, d)));
+	c->inflight++;
+	return sqe;
+}
+
+static void poll_fd(struct kg_conn *c, struct kg_splice_dir *d, int fd, unsigned events,
+		    uint8_t step)
+{
+	struct io_uring_sqe *sqe = kg_get_sqe(&c->w->ring);
+
+	io_uring_prep_poll_add(sqe, fd, events);
+	d->step = step;
+	io_uring_sqe_set_data64(sqe, kg_ud(c, dir_op(c, d)));
+	c->inflight++;
+}
+
+static void splice_in(struct kg_conn *c, struct kg_splice_dir *d)
+{
+	struct io_uring_sqe *sqe = dir_sqe(c, d, KG_SP_IN);
+
+	/* Non-blocking so an idle peer never parks an io-wq thread: we poll first. */
+	io_uring_prep_splice(sqe, d->src, -1, d->pipe_wr, -1, KG_SPLICE_CHUNK,
+			     SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+}
+
+static void splice_out(struct kg_conn *c, struct kg_splice_dir *d)
+{
+	struct io_uring_sqe *sqe = dir_sqe(c, d, KG_SP_OUT);
+
+	io_uring_prep_splice(sqe, d->pipe_rd, -1, d->dst, -1, d->in_pipe,
+			     SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+}
+
+static void wait_readable(struct kg_conn *c, struct kg_splice_dir *d)
+{
+	poll_fd(c, d, d->src, POLLIN | POLLRDHUP, KG_SP_POLL_IN);
+}
+
+static void maybe_finish(struct kg_conn *c)
+{
+	if (c->kt->c2b.step == KG_SP_DONE && c->kt->b2c.step == KG_SP_DONE &&
+	    c->be_shut_done && c->cli_shut_done)
+		kg_conn_close(c, NULL);
+}
+
+static void set_end(struct kg_conn *c, const char *end)
+{
+	if (!c->end)
+		c->end = end;
+}
+
+/* Client finished sending (close_notify or FIN): pass the FIN on. */
+static void c2b_eof(struct kg_conn *c)
+{
+	c->kt->c2b.step = KG_SP_DONE;
+	c->cli_eof = true;
+	set_end(c, "client_eof");
+	kg_conn_shutdown_wr(c, c->bfd, KG_OP_BE_SHUT);
+}
+
+/* Backend finished: close_notify as a kTLS control record, then FIN. */
+static void b2c_eof(struct kg_conn *c)
+{
+	struct kg_ktls_conn *kt = c->kt;
+	struct cmsghdr *cm;
+	struct io_uring_sqe *sqe;
+
+	kt->b2c.step = KG_SP_DONE;
+	c->be_eof = true;
+	set_end(c, "backend_eof");
+	kt->ctrl[0] = 1; /* warning */
+	kt->ctrl[1] = 0; /* close_notify */
+	kt->iov = (struct iovec){ .iov_base = kt->ctrl, .iov_len = 2 };
+	memset(&kt->msg, 0, sizeof(kt->msg));
+	kt->msg.msg_iov = &kt->iov;
+	kt->msg.msg_iovlen = 1;
+	kt->msg.msg_control = kt->cmsg.buf;
+	kt->msg.msg_controllen = sizeof(kt->cmsg.buf);
+	cm = CMSG_FIRSTHDR(&kt->msg);
+	cm->cmsg_level = SOL_TLS;
+	cm->cmsg_type = TLS_SET_RECORD_TYPE;
+	cm->cmsg_len = CMSG_LEN(sizeof(uint8_t));
+	*CMSG_DATA(cm) = TLS_RT_ALERT;
+	sqe = kg_get_sqe(&c->w->ring);
+	io_uring_prep_sendmsg(sqe, c->cfd, &kt->msg, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, kg_ud(c, KG_OP_CLI_SEND));
+	c->inflight++;
+}
+
+static void read_control_record(struct kg_conn *c)
+{
+	struct kg_ktls_conn *kt = c->kt;
+	struct io_uring_sqe *sqe = dir_sqe(c, &kt->c2b, KG_SP_CTRL);
+
+	kt->iov = (struct iovec){ .iov_base = kt->ctrl, .iov_len = sizeof(kt->ctrl) };
+	memset(&kt->msg, 0, sizeof(kt->msg));
+	kt->msg.msg_iov = &kt->iov;
+	kt->msg.msg_iovlen = 1;
+	kt->msg.msg_control = kt->cmsg.buf;
+	kt->msg.msg_controllen = sizeof(kt->cmsg.buf);
+	io_uring_prep_recvmsg(sqe, c->cfd, &kt->msg, 0);
+}
+
+static int record_type(struct msghdr *msg)
+{
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm))
+		if (cm->cmsg_level == SOL_TLS && cm->cmsg_type == TLS_GET_RECORD_TYPE)
+			return *CMSG_DATA(cm);
+	return TLS_RT_DATA;
+}
+
+static void client_control_record(struct kg_conn *c, int res)
+{
+	struct kg_ktls_conn *kt = c->kt;
+	int type = record_type(&kt->msg);
+
+	if (res <= 0) {
+		if (res == 0)
+			c2b_eof(c);
+		else
+			kg_conn_close(c, "client_reset");
+		return;
+	}
+	if (type == TLS_RT_DATA) { /* raced with new data: forward it as is */
+		kt->ctrl_len = (uint32_t)res;
+		kt->ctrl_off = 0;
+		struct io_uring_sqe *sqe = dir_sqe(c, &kt->c2b, KG_SP_CTRL_FWD);
+		io_uring_prep_send(sqe, c->bfd, kt->ctrl, kt->ctrl_len, MSG_NOSIGNAL);
+		return;
+	}
+	if (type == TLS_RT_ALERT && res >= 2 && kt->ctrl[1] == 0) {
+		c2b_eof(c); /* close_notify */
+		return;
+	}
+	if (type == TLS_RT_ALERT && res >= 2)
+		snprintf(c->peer.detail, sizeof(c->peer.detail), "client alert %u (level %u)",
+			 kt->ctrl[1], kt->ctrl[0]);
+	else if (type == TLS_RT_HANDSHAKE && kt->ctrl[0] == TLS_HS_KEY_UPDATE)
+		snprintf(c->peer.detail, sizeof(c->peer.detail),
+			 "client KeyUpdate: kernel cannot rekey RX");
+	else
+		snprintf(c->peer.detail, sizeof(c->peer.detail),
+			 "unexpected TLS record type %d from client", type);
+	kg_log_msg(KG_LOG_INFO, "ktls_control", "conn %llu: %s", (unsigned long long)c->id,
+		   c->peer.detail);
+	kg_conn_close(c, type == TLS_RT_ALERT ? "client_alert" : "client_keyupdate");
+}
+
+static void on_splice_in(struct kg_conn *c, struct kg_splice_dir *d, int res)
+{
+	bool from_client = d == &c->kt->c2b;
+
+	if (res > 0) {
+		d->in_pipe = (uint32_t)res;
+		splice_out(c, d);
+	} else if (res == 0) {
+		from_client ? c2b_eof(c) : b2c_eof(c);
+	} else if (res == -EAGAIN) {
+		wait_readable(c, d);
+	} else if (from_client && (res == -EINVAL || res == -EIO)) {
+		read_control_record(c); /* kTLS stops splicing at a non-data record */
+	} else {
+		snprintf(c->peer.detail, sizeof(c->peer.detail), "splice from %s: %s",
+			 from_client ? "client" : "backend", strerror(-res));
+		kg_conn_close(c, from_client ? "client_reset" : "backend_reset");
+	}
+}
+
+static void on_splice_out(struct kg_conn *c, struct kg_splice_dir *d, int res)
+{
+	bool to_backend = d == &c->kt->c2b;
+
+	if (res == -EAGAIN) {
+		poll_fd(c, d, d->dst, POLLOUT, KG_SP_POLL_OUT);
+		return;
+	}
+	if (res <= 0) {
+		snprintf(c->peer.detail, sizeof(c->peer.detail), "splice to %s: %s",
+			 to_backend ? "backend" : "client", res ? strerror(-res) : "closed");
+		kg_conn_close(c, to_backend ? "backend_reset" : "client_reset");
+		return;
+	}
+	*(to_backend ? &c->bytes_in : &c->bytes_out) += (uint64_t)res;
+	kg_conn_touch(c, c->w->rt->opt->idle_timeout_ms);
+	d->in_pipe -= (uint32_t)res;
+	if (d->in_pipe)
+		splice_out(c, d);
+	else
+		splice_in(c, d); /* data is likely waiting: skip the poll */
+}
+
+static void on_ctrl_forwarded(struct kg_conn *c, int res)
+{
+	struct kg_ktls_conn *kt = c->kt;
+
+	if (res <= 0) {
+		kg_conn_close(c, "backend_reset");
+		return;
+	}
+	c->bytes_in += (uint64_t)res;
+	kt->ctrl_off += (uint32_t)res;
+	if (kt->ctrl_off < kt->ctrl_len) {
+		struct io_uring_sqe *sqe = dir_sqe(c, &kt->c2b, KG_SP_CTRL_FWD);
+		io_uring_prep_send(sqe, c->bfd, kt->ctrl + kt->ctrl_off, kt->ctrl_len - kt->ctrl_off,
+				   MSG_NOSIGNAL);
+		return;
+	}
+	splice_in(c, &kt->c2b);
+}
+
+static void on_dir_cqe(struct kg_conn *c, struct kg_splice_dir *d, int res)
+{
+	switch (d->step) {
+	case KG_SP_POLL_IN:
+		if (res < 0 && res != -EINTR) {
+			kg_conn_close(c, d == &c->kt->c2b ? "client_reset" : "backend_reset");
+			return;
+		}
+		splice_in(c, d);
+		return;
+	case KG_SP_POLL_OUT:
+		splice_out(c, d);
+		return;
+	case KG_SP_IN:
+		on_splice_in(c, d, res);
+		return;
+	case KG_SP_OUT:
+		on_splice_out(c, d, res);
+		return;
+	case KG_SP_CTRL:
+		client_control_record(c, res);
+		return;
+	case KG_SP_CTRL_FWD:
+		on_ctrl_forwarded(c, res);
+		return;
+	default:
+		return;
+	}
+}
+
+void kg_relay_splice_on_cqe(struct kg_conn *c, enum kg_op op, int res)
+{
+	switch (op) {
+	case KG_OP_CLI_RECV:
+		on_dir_cqe(c, &c->kt->c2b, res);
+		return;
+	case KG_OP_BE_RECV:
+		on_dir_cqe(c, &c->kt->b2c, res);
+		return;
+	case KG_OP_CLI_SEND: /* close_notify went out (or could not) */
+		kg_conn_shutdown_wr(c, c->cfd, KG_OP_CLI_SHUT);
+		return;
+	case KG_OP_CLI_SHUT:
+		c->cli_shut_done = true;
+		maybe_finish(c);
+		return;
+	case KG_OP_BE_SHUT:
+		c->be_shut_done = true;
+		maybe_finish(c);
+		return;
+	default:
+		return;
+	}
+}
+
+static int make_pipe(struct kg_splice_dir *d)
+{
+	int fds[2];
+
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -1;
+	d->pipe_rd = fds[0];
+	d->pipe_wr = fds[1];
+	return 0;
+}
+
+static void release_userspace_buffers(struct kg_conn *c)
+{
+	/* After the handoff no byte passes through userspace: give the memory back. */
+	struct kg_buf *bufs[] = { &c->cin, &c->cout, &c->bin, &c->bout };
+
+	for (size_t i = 0; i < 4; i++) {
+		free(bufs[i]->data);
+		bufs[i]->data = NULL;
+		bufs[i]->off = bufs[i]->len = 0;
+	}
+}
+
+void kg_relay_splice_begin(struct kg_conn *c)
+{
+	struct kg_ktls_conn *kt = c->kt;
+
+	release_userspace_buffers(c);
+	kt->c2b = (struct kg_splice_dir){ .src = c->cfd, .dst = c->bfd, .pipe_rd = -1, .pipe_wr = -1 };
+	kt->b2c = (struct kg_splice_dir){ .src = c->bfd, .dst = c->cfd, .pipe_rd = -1, .pipe_wr = -1 };
+	if (make_pipe(&kt->c2b) < 0 || make_pipe(&kt->b2c) < 0) {
+		snprintf(c->peer.detail, sizeof(c->peer.detail), "pipe: %s", strerror(errno));
+		kg_conn_close(c, "out_of_fds");
+		return;
+	}
+	wait_readable(c, &kt->c2b);
+	wait_readable(c, &kt->b2c);
+}
