@@ -9,6 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef KG_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
 #include "log.h"
 #include "options.h"
 #include "tlsctx.h"
@@ -107,6 +111,16 @@ static struct kg_worker *start_workers(const struct kg_runtime *rt, unsigned *nw
 	return workers;
 }
 
+/* Type=notify: systemd starts dependants only once we really accept. */
+static void notify(const char *state)
+{
+#ifdef KG_HAVE_SYSTEMD
+	sd_notify(0, state);
+#else
+	(void)state;
+#endif
+}
+
 static void wait_for_stop(const sigset_t *set)
 {
 	int sig;
@@ -151,7 +165,9 @@ int main(int argc, char **argv)
 	struct kg_worker *workers = start_workers(&rt, &nworkers);
 	log_start(&opt, nworkers);
 	kg_log_msg(KG_LOG_INFO, "ready", "accepting connections");
+	notify("READY=1\nSTATUS=accepting connections");
 	wait_for_stop(&sigs);
+	notify("STOPPING=1\nSTATUS=draining connections");
 	for (unsigned i = 0; i < nworkers; i++)
 		kg_worker_request_stop(&workers[i]);
 	int status = 0;
