@@ -13,6 +13,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "ktls_keys.h"
 #include "log.h"
 #include "options.h"
 #include "tlsctx.h"
@@ -158,6 +159,7 @@ int main(int argc, char **argv)
 	rt.ssl_ctx = kg_tlsctx_new(&opt, err, sizeof(err));
 	if (!rt.ssl_ctx)
 		die(err);
+	kg_ktls_prepare_ctx(rt.ssl_ctx);
 	if (opt.check)
 		return run_check(&rt);
 

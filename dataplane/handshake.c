@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alert.h"
 #include "conn.h"
 #include "log.h"
 
@@ -80,7 +81,9 @@ int kg_hs_start(struct kg_conn *c)
 	SSL_set_ex_data(c->ssl, conn_ex_index, c);
 	SSL_set_verify(c->ssl, SSL_get_verify_mode(c->ssl), verify_cb);
 	SSL_set_accept_state(c->ssl);
-	if (c->w->rt->ktls && kg_ktls_conn_new(c) < 0)
+	/* Secrets are captured for every connection: the kTLS handoff needs them,
+	 * and so does rewriting a refusal's alert under TLS 1.3. */
+	if (kg_ktls_conn_new(c) < 0)
 		return -1;
 	c->state = KG_CS_HANDSHAKE;
 	kg_conn_touch(c, c->w->rt->opt->handshake_timeout_ms);
@@ -187,25 +190,36 @@ static void handshake_done(struct kg_conn *c)
 	kg_backend_connect(c);
 }
 
+/* The alert the reason deserves where OpenSSL's table says otherwise. */
+static void correct_alert(struct kg_conn *c, const char *reason)
+{
+	if (strcmp(reason, "certificate_not_yet_valid") == 0)
+		kg_alert_rewrite(c, KG_ALERT_CERTIFICATE_EXPIRED);
+	else if (strcmp(reason, "access_denied") == 0)
+		kg_alert_rewrite(c, KG_ALERT_ACCESS_DENIED);
+}
+
 void kg_hs_on_client_bytes(struct kg_conn *c)
 {
 	int r, e;
 
 	ERR_clear_error();
 	r = SSL_do_handshake(c->ssl);
-	kg_conn_flush_tls(c);
-	if (c->state == KG_CS_CLOSING)
-		return;
 	if (r == 1) {
-		handshake_done(c);
+		kg_conn_flush_tls(c);
+		if (c->state != KG_CS_CLOSING)
+			handshake_done(c);
 		return;
 	}
 	e = SSL_get_error(c->ssl, r);
 	if (e == SSL_ERROR_WANT_READ) {
-		kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
+		kg_conn_flush_tls(c);
+		if (c->state != KG_CS_CLOSING)
+			kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
 		return;
 	}
 	const char *reason = classify_failure(c);
 	ERR_clear_error();
-	kg_hs_refuse(c, reason);
+	correct_alert(c, reason);
+	kg_hs_refuse(c, reason); /* flushes the alert */
 }

@@ -228,28 +228,35 @@ static socklen_t fill_info(union kg_crypto_info *ci, int cipher, bool tls13,
 #undef KG_FILL_GCM
 }
 
-static size_t key_len_of(int cipher)
+size_t kg_ktls_key_len(int cipher)
 {
 	return cipher == TLS_CIPHER_AES_GCM_128 ? 16 : 32;
+}
+
+int kg_tls13_key_iv(SSL *ssl, const uint8_t *secret, size_t secret_len, uint8_t *key,
+		    size_t key_len, uint8_t iv[12])
+{
+	if (tls13_expand(ssl, secret, secret_len, "key", key, key_len) < 0 ||
+	    tls13_expand(ssl, secret, secret_len, "iv", iv, 12) < 0)
+		return -1;
+	return 0;
 }
 
 static int derive_tls13(SSL *ssl, int cipher, const struct kg_ktls_secrets *s,
 			struct kg_ktls_params *out, char *why, size_t whylen)
 {
 	uint8_t key[32], iv[12];
-	size_t klen = key_len_of(cipher);
+	size_t klen = kg_ktls_key_len(cipher);
 	int rc = -1;
 
 	if (!s->have_server || !s->have_client) {
 		snprintf(why, whylen, "traffic secrets not captured");
 		return -1;
 	}
-	if (tls13_expand(ssl, s->server, s->secret_len, "key", key, klen) < 0 ||
-	    tls13_expand(ssl, s->server, s->secret_len, "iv", iv, 12) < 0)
+	if (kg_tls13_key_iv(ssl, s->server, s->secret_len, key, klen, iv) < 0)
 		goto fail;
 	out->len = fill_info(&out->tx, cipher, true, key, iv, s->tx_records);
-	if (tls13_expand(ssl, s->client, s->secret_len, "key", key, klen) < 0 ||
-	    tls13_expand(ssl, s->client, s->secret_len, "iv", iv, 12) < 0)
+	if (kg_tls13_key_iv(ssl, s->client, s->secret_len, key, klen, iv) < 0)
 		goto fail;
 	fill_info(&out->rx, cipher, true, key, iv, s->rx_records);
 	rc = 0;
@@ -264,7 +271,7 @@ fail:
 static int derive_tls12(SSL *ssl, int cipher, const struct kg_ktls_secrets *s,
 			struct kg_ktls_params *out, char *why, size_t whylen)
 {
-	size_t klen = key_len_of(cipher), ivlen = cipher == TLS_CIPHER_CHACHA20_POLY1305 ? 12 : 4;
+	size_t klen = kg_ktls_key_len(cipher), ivlen = cipher == TLS_CIPHER_CHACHA20_POLY1305 ? 12 : 4;
 	uint8_t block[2 * 32 + 2 * 12];
 
 	/* AEAD suites have no MAC keys: client key, server key, client iv, server iv. */

@@ -41,4 +41,8 @@ int kg_ktls_cipher_of(const SSL *ssl);
 /* Fills tx/rx; 0 or -1 with a reason. Zeroize params with OPENSSL_cleanse. */
 int kg_ktls_derive(SSL *ssl, const struct kg_ktls_secrets *s, struct kg_ktls_params *out,
 		   char *why, size_t whylen);
+/* Traffic key and static IV of a TLS 1.3 traffic secret (RFC 8446 §7.3). */
+int kg_tls13_key_iv(SSL *ssl, const uint8_t *secret, size_t secret_len, uint8_t *key,
+		    size_t key_len, uint8_t iv[12]);
+size_t kg_ktls_key_len(int cipher);
 #endif
