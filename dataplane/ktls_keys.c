@@ -72,26 +72,19 @@ static void keylog_cb(const SSL *ssl, const char *line)
 	}
 }
 
-/* Every record header in each direction: the sequence numbers OpenSSL used. */
+/* Every record header in each direction: after the handshake, how many
+ * records OpenSSL read or wrote under the application keys. */
 static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
 		   SSL *ssl, void *arg)
 {
 	struct kg_ktls_secrets *s = secrets_of(ssl);
 
-	if (!s)
+	if (!s || content_type != SSL3_RT_HEADER)
 		return;
-	if (content_type == SSL3_RT_HEADER) {
-		if (write_p)
-			s->tx_records++;
-		else
-			s->rx_records++;
-	} else if (content_type == SSL3_RT_CHANGE_CIPHER_SPEC && version != TLS1_3_VERSION) {
-		/* TLS 1.2: the keys change right after ChangeCipherSpec. */
-		if (write_p)
-			s->tx_records = 0;
-		else
-			s->rx_records = 0;
-	}
+	if (write_p)
+		s->tx_records++;
+	else
+		s->rx_records++;
 }
 
 void kg_ktls_prepare_ctx(SSL_CTX *ctx)
@@ -111,10 +104,19 @@ void kg_ktls_handshake_done(SSL *ssl)
 {
 	struct kg_ktls_secrets *s = secrets_of(ssl);
 
-	/* TLS 1.3: the client's Finished was the last record under handshake keys
-	 * (read-ahead is off, so nothing after it has been read). */
-	if (s && SSL_version(ssl) == TLS1_3_VERSION)
+	if (!s)
+		return;
+	/* The client's Finished was the last record read (read-ahead is off).
+	 * TLS 1.3: it was under the handshake keys, so no application record yet;
+	 * our tickets were counted from SERVER_TRAFFIC_SECRET_0 on.
+	 * TLS 1.2: Finished is record 0 under the new keys in each direction, and
+	 * nothing follows it in either a full or an abbreviated handshake. */
+	if (SSL_version(ssl) == TLS1_3_VERSION) {
 		s->rx_records = 0;
+	} else {
+		s->rx_records = 1;
+		s->tx_records = 1;
+	}
 }
 
 int kg_ktls_cipher_of(const SSL *ssl)
