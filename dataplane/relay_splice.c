@@ -334,6 +334,8 @@ void kg_relay_splice_begin(struct kg_conn *c)
 		kg_conn_close(c, "out_of_fds");
 		return;
 	}
-	wait_readable(c, &kt->c2b);
-	wait_readable(c, &kt->b2c);
+	/* Splice first, poll only on EAGAIN: records that arrived before TLS_RX
+	 * was installed may never raise a new readiness event. */
+	splice_in(c, &kt->c2b);
+	splice_in(c, &kt->b2c);
 }

@@ -112,7 +112,7 @@ def client_ctx(pki, version, cipher):
     ctx.load_verify_locations(f"{pki}/root.crt")
     ctx.load_cert_chain(f"{pki}/client-chain.crt", f"{pki}/client.key")
     ctx.minimum_version = ctx.maximum_version = version
-    if version == ssl.TLSVersion.TLSv1_2:
+    if version == ssl.TLSVersion.TLSv1_2 and cipher:
         ctx.set_ciphers(cipher)
     return ctx
 
@@ -121,7 +121,7 @@ def transfer(ctx, port, nbytes, session=None):
     """Sends nbytes while reading the echo; returns (digest ok, ssl socket info)."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=60)
     s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
-    data = os.urandom(1 << 20)
+    data = os.urandom(min(1 << 20, nbytes))
     sent_hash = hashlib.sha256()
 
     def tx():
@@ -168,7 +168,7 @@ def main():
             daemon.wait(10)
         except subprocess.TimeoutExpired:
             daemon.kill()
-        print(open(log_path).read()[-3000:])
+        print(open(log_path).read()[-int(os.environ.get("KTLS_LOG_TAIL", "3000")):])
 
 
 def wait_ready(log_path):
@@ -183,30 +183,158 @@ def access_lines(log_path):
     return [l for l in open(log_path) if " access " in l]
 
 
+def s_client_transfer(pki, port, suite, nbytes):
+    """TLS 1.3 with one chosen suite (Python's ssl cannot pick 1.3 suites)."""
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
+                          "-ciphersuites", suite, "-quiet", "-servername", "localhost",
+                          "-cert", f"{pki}/client.crt", "-cert_chain", f"{pki}/inter.crt",
+                          "-key", f"{pki}/client.key",
+                          "-CAfile", f"{pki}/root.crt"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    data = os.urandom(nbytes)
+
+    def tx():
+        try:
+            p.stdin.write(data)
+            p.stdin.flush()
+        except BrokenPipeError:
+            pass
+    t = threading.Thread(target=tx)
+    t.start()
+    got = bytearray()
+    while len(got) < nbytes:
+        d = p.stdout.read1(1 << 16)
+        if not d:
+            break
+        got += d
+    t.join()
+    p.kill()
+    p.wait()
+    return bytes(got) == data
+
+
+def check_suites(pki, port, log_path):
+    v12 = ssl.TLSVersion.TLSv1_2
+    for suite in ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"):
+        before = tls_stat()
+        ok = s_client_transfer(pki, port, suite, MIB << 20)
+        after = tls_stat()
+        time.sleep(0.2)
+        last = access_lines(log_path)[-1]
+        check(ok, f"TLSv1.3 {suite}: {MIB} MiB each way (openssl s_client), bytes equal")
+        check(after["TlsTxSw"] > before["TlsTxSw"] and after["TlsRxSw"] > before["TlsRxSw"]
+              and f"cipher={suite}" in last and "path=ktls" in last,
+              f"TLSv1.3 {suite}: kernel TX and RX used, access log path=ktls")
+    for cipher in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                   "ECDHE-ECDSA-CHACHA20-POLY1305"):
+        before = tls_stat()
+        ok, info = transfer(client_ctx(pki, v12, cipher), port, MIB << 20)
+        after = tls_stat()
+        time.sleep(0.2)
+        last = access_lines(log_path)[-1]
+        check(ok and info[1] == cipher, f"TLSv1.2 {cipher}: {MIB} MiB each way, sha256 equal")
+        check(after["TlsTxSw"] > before["TlsTxSw"] and after["TlsRxSw"] > before["TlsRxSw"]
+              and "path=ktls" in last, f"TLSv1.2 {cipher}: kernel TX and RX used, path=ktls")
+
+
+def check_live_socket_counted(pki, port):
+    ctx = client_ctx(pki, ssl.TLSVersion.TLSv1_3, None)
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+    s.sendall(b"ping")
+    check(s.recv(4) == b"ping", "echo through a live kTLS connection")
+    st = tls_stat()
+    check(st["TlsCurrTxSw"] >= 1 and st["TlsCurrRxSw"] >= 1,
+          "TlsCurrTxSw/TlsCurrRxSw >= 1 while the connection is open")
+    s.close()
+
+
+def check_close_notify_both_ways(pki, port, log_path):
+    """Client close_notify -> FIN to the backend -> backend EOF -> close_notify to us."""
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        ctx = client_ctx(pki, version, "ECDHE-ECDSA-AES128-GCM-SHA256")
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                            server_hostname="localhost")
+        s.sendall(b"x" * 100000)
+        got = b""
+        while len(got) < 100000:
+            got += s.recv(65536)
+        try:
+            s.unwrap()
+            ok = True
+        except (ssl.SSLError, OSError) as e:
+            print("unwrap:", e)
+            ok = False
+        s.close()
+        time.sleep(0.2)
+        last = access_lines(log_path)[-1]
+        check(ok and "end=client_eof" in last and "path=ktls" in last,
+              f"{version.name}: client close_notify reaches the backend as FIN, "
+              "backend EOF comes back as close_notify")
+
+
+def check_key_update(pki, port, log_path):
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
+                          "-cert", f"{pki}/client.crt", "-cert_chain", f"{pki}/inter.crt",
+                          "-key", f"{pki}/client.key",
+                          "-CAfile", f"{pki}/root.crt", "-servername", "localhost"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p.stdin.write(b"hello\n")
+    p.stdin.flush()
+    time.sleep(1)
+    p.stdin.write(b"k\n")  # s_client: send a KeyUpdate
+    p.stdin.flush()
+    time.sleep(1.5)
+    p.kill()
+    out = p.communicate()[0].decode(errors="replace")
+    log = open(log_path).read()
+    check("hello" in out, "s_client got its echo before the KeyUpdate")
+    check("client KeyUpdate: kernel cannot rekey RX" in log,
+          "client KeyUpdate on this kernel: closed with the log line")
+
+
+def check_resumption(pki, port, log_path):
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        ctx = client_ctx(pki, version, "ECDHE-ECDSA-AES128-GCM-SHA256")
+        ok1, info1 = transfer(ctx, port, 1 << 20)
+        ok2, info2 = transfer(ctx, port, 1 << 20, session=info1[2])
+        time.sleep(0.2)
+        last = access_lines(log_path)[-1]
+        check(ok1 and ok2 and info2[3] and "resumed=1" in last and "path=ktls" in last,
+              f"{version.name}: resumed session is handed off too")
+
+
+def check_concurrent(pki, port, log_path, n=100):
+    ctx = client_ctx(pki, ssl.TLSVersion.TLSv1_3, None)
+    results = [False] * n
+
+    def one(i):
+        try:
+            results[i] = transfer(ctx, port, 256 << 10)[0]
+        except Exception as e:  # counted as a failure below
+            print("conn", i, e)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    time.sleep(0.3)
+    ktls_lines = [l for l in access_lines(log_path)[-n:] if "path=ktls" in l and "result=ok" in l]
+    check(all(results) and len(ktls_lines) == n, f"{n} concurrent kTLS connections all byte-exact")
+
+
 def run_checks(pki, port, log_path):
     check(wait_ready(log_path), "daemon started")
     startup = open(log_path).read()
-    check(re.search(r"ktls.*available", startup) is not None, "start-up log says kTLS is available")
-    v12, v13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
-    suites = [(v13, "TLS_AES_128_GCM_SHA256"), (v13, "TLS_AES_256_GCM_SHA384"),
-              (v13, "TLS_CHACHA20_POLY1305_SHA256"),
-              (v12, "ECDHE-ECDSA-AES128-GCM-SHA256"), (v12, "ECDHE-ECDSA-AES256-GCM-SHA384"),
-              (v12, "ECDHE-ECDSA-CHACHA20-POLY1305")]
-    for version, cipher in suites:
-        ctx = client_ctx(pki, version, cipher)
-        if version == v13:
-            # Python cannot pick a TLS 1.3 suite: the server prefers in its order,
-            # so run the 1.3 suites through openssl s_client below as well.
-            pass
-        before = tls_stat()
-        ok, info = transfer(ctx, port, MIB << 20)
-        after = tls_stat()
-        check(ok, f"{version.name} {info[1]}: {MIB} MiB each way, sha256 equal")
-        check(after["TlsTxSw"] > before["TlsTxSw"] and after["TlsRxSw"] > before["TlsRxSw"],
-              f"{version.name} {info[1]}: kernel TLS TX and RX sockets were used")
-        time.sleep(0.2)
-        last = access_lines(log_path)[-1]
-        check("path=ktls" in last and "result=ok" in last, f"{version.name} {info[1]}: access log path=ktls")
+    check(re.search(r"kTLS: available", startup) is not None, "start-up log says kTLS is available")
+    if os.environ.get("KTLS_ONLY") == "concurrent":
+        check_concurrent(pki, port, log_path, 5)
+        return summary()
+    check_suites(pki, port, log_path)
+    check_live_socket_counted(pki, port)
+    check_close_notify_both_ways(pki, port, log_path)
+    check_resumption(pki, port, log_path)
+    check_concurrent(pki, port, log_path)
+    check_key_update(pki, port, log_path)
     return summary()
 
 
