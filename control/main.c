@@ -14,6 +14,7 @@
 #endif
 
 #include "ktls_keys.h"
+#include "ktls_probe.h"
 #include "log.h"
 #include "options.h"
 #include "tlsctx.h"
@@ -52,8 +53,9 @@ static void block_signals(sigset_t *set)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-static void log_start(const struct kg_options *o, unsigned nworkers)
+static void log_start(const struct kg_runtime *rt, unsigned nworkers)
 {
+	const struct kg_options *o = rt->opt;
 	char listen[512] = "", backends[512] = "";
 
 	for (size_t i = 0; i < o->nlisten; i++)
@@ -67,9 +69,44 @@ static void log_start(const struct kg_options *o, unsigned nworkers)
 		KG_I("workers", nworkers),
 		KG_S("listen", listen),
 		KG_S("backends", backends),
-		KG_S("relay", "user"),
+		KG_S("relay", rt->ktls ? "ktls" : "user"),
 	};
 	kg_log_event(KG_LOG_INFO, "start", f, KG_NFIELDS(f));
+}
+
+static unsigned ktls_cipher_bits(const struct kg_ktls_caps *caps)
+{
+	static const unsigned bits[KG_KTLS_NCIPHERS] = {
+		KG_KTLS_BIT_AES_128_GCM, KG_KTLS_BIT_AES_256_GCM, KG_KTLS_BIT_CHACHA20_POLY1305,
+	};
+	unsigned mask = 0;
+
+	for (int c = 0; c < KG_KTLS_NCIPHERS; c++)
+		if (caps->tx[c] && caps->rx[c])
+			mask |= bits[c];
+	return mask;
+}
+
+/* Probe once; say in one line what the data path will be, and why. */
+static void setup_ktls(struct kg_runtime *rt)
+{
+	struct kg_ktls_caps caps;
+	char desc[256], err[320];
+
+	if (rt->opt->ktls == KG_KTLS_OFF) {
+		kg_log_msg(KG_LOG_INFO, "ktls", "kTLS: off (--ktls off) - using userspace relay");
+		return;
+	}
+	kg_ktls_probe(&caps);
+	kg_ktls_caps_describe(&caps, desc, sizeof(desc));
+	if (!caps.available && rt->opt->ktls == KG_KTLS_REQUIRED) {
+		snprintf(err, sizeof(err), "--ktls required: kernel TLS %s", desc);
+		die(err);
+	}
+	rt->ktls = caps.available;
+	rt->ktls_ciphers = ktls_cipher_bits(&caps);
+	kg_log_msg(caps.available ? KG_LOG_INFO : KG_LOG_WARN, "ktls", "kTLS: %s%s", desc,
+		   caps.available ? "" : " - using userspace relay");
 }
 
 /* --check: everything start-up would do, without serving. */
@@ -160,12 +197,13 @@ int main(int argc, char **argv)
 	if (!rt.ssl_ctx)
 		die(err);
 	kg_ktls_prepare_ctx(rt.ssl_ctx);
+	setup_ktls(&rt);
 	if (opt.check)
 		return run_check(&rt);
 
 	block_signals(&sigs);
 	struct kg_worker *workers = start_workers(&rt, &nworkers);
-	log_start(&opt, nworkers);
+	log_start(&rt, nworkers);
 	kg_log_msg(KG_LOG_INFO, "ready", "accepting connections");
 	notify("READY=1\nSTATUS=accepting connections");
 	wait_for_stop(&sigs);

@@ -12,7 +12,7 @@ enum {
 	OPT_LISTEN = 256, OPT_CERT, OPT_KEY, OPT_CLIENT_CA, OPT_BACKEND, OPT_CRL,
 	OPT_WORKERS, OPT_VERIFY_DEPTH, OPT_MAX_CONNS, OPT_HS_TIMEOUT, OPT_IDLE_TIMEOUT,
 	OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LOG_FORMAT, OPT_CHECK, OPT_CONFIG,
-	OPT_HELP, OPT_VERSION,
+	OPT_HELP, OPT_VERSION, OPT_KTLS,
 };
 
 static const struct option long_options[] = {
@@ -34,6 +34,7 @@ static const struct option long_options[] = {
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "ktls", required_argument, NULL, OPT_KTLS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -53,6 +54,8 @@ void kg_options_usage(FILE *out)
 	      "  --handshake-timeout S    (default 10)   --idle-timeout S (default 300)\n"
 	      "  --connect-timeout S      (default 5)    --drain-timeout S (default 30)\n"
 	      "  --log-format text|json   access and event log format on stderr (default text)\n"
+	      "  --ktls auto|off|required hand sessions to kernel TLS: when the kernel can (auto,\n"
+	      "                           default), never, or refuse to start without it\n"
 	      "  --check                  validate everything and exit 0 (ok) or 2\n"
 	      "  --help, --version\n", out);
 }
@@ -171,6 +174,16 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 			o->log_format = KG_LOG_JSON;
 		else
 			FAIL("--log-format %s: expected text or json", arg);
+		return KG_PARSE_OK;
+	case OPT_KTLS:
+		if (strcmp(arg, "auto") == 0)
+			o->ktls = KG_KTLS_AUTO;
+		else if (strcmp(arg, "off") == 0)
+			o->ktls = KG_KTLS_OFF;
+		else if (strcmp(arg, "required") == 0)
+			o->ktls = KG_KTLS_REQUIRED;
+		else
+			FAIL("--ktls %s: expected auto, off or required", arg);
 		return KG_PARSE_OK;
 	case OPT_CHECK:
 		o->check = true;

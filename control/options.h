@@ -13,6 +13,8 @@
 #define KG_MAX_BACKENDS 16
 #define KG_MAX_CRLS 16
 
+enum kg_ktls_mode { KG_KTLS_AUTO, KG_KTLS_OFF, KG_KTLS_REQUIRED };
+
 struct kg_identity_files {
 	const char *cert_file; /* leaf first, then intermediates */
 	const char *key_file;
@@ -37,6 +39,7 @@ struct kg_options {
 	unsigned connect_timeout_ms;
 	unsigned drain_timeout_ms;
 	enum kg_log_format log_format;
+	enum kg_ktls_mode ktls;
 	bool check;
 };
 
