@@ -102,9 +102,9 @@ static void conn_free(struct kg_conn *c)
 	w->stats.bytes_out += c->bytes_out;
 	ring_close_fd(w, c->cfd);
 	ring_close_fd(w, c->bfd);
-	SSL_free(c->ssl); /* frees the BIOs too */
 	if (c->kt)
 		kg_ktls_conn_free(c);
+	SSL_free(c->ssl); /* frees the BIOs too */
 	buf_release(&c->cin);
 	buf_release(&c->bout);
 	/* cout and bin may hold key-derived or user plaintext: wipe before free. */

@@ -59,6 +59,7 @@ void kg_ktls_conn_free(struct kg_conn *c)
 	struct kg_ktls_conn *kt = c->kt;
 	int fds[] = { kt->c2b.pipe_rd, kt->c2b.pipe_wr, kt->b2c.pipe_rd, kt->b2c.pipe_wr };
 
+	kg_ktls_unwatch(c->ssl);
 	for (size_t i = 0; i < 4; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);

@@ -100,6 +100,14 @@ void kg_ktls_watch(SSL *ssl, struct kg_ktls_secrets *s)
 	SSL_set_msg_callback(ssl, msg_cb);
 }
 
+void kg_ktls_unwatch(SSL *ssl)
+{
+	if (!ssl || secrets_index < 0)
+		return;
+	SSL_set_msg_callback(ssl, NULL);
+	SSL_set_ex_data(ssl, secrets_index, NULL);
+}
+
 void kg_ktls_handshake_done(SSL *ssl)
 {
 	struct kg_ktls_secrets *s = secrets_of(ssl);

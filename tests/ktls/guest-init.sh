@@ -4,11 +4,12 @@
 # guest and the modules live under /usr/lib/uml), runs the command and reports
 # "ktlsgate-uml: EXIT=<code>" on the console before powering off.
 # Usage (from run-uml.sh): guest-init.sh ENVFILE COMMAND [ARGS...]
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp TMPDIR=/tmp
+# Scratch space is /dev/shm: /tmp stays the host's (read-only) so a checkout
+# under /tmp is still visible.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/dev/shm TMPDIR=/dev/shm
 BB=/bin/busybox
 $BB mount -t proc proc /proc
 $BB mount -t sysfs sys /sys
-$BB mount -t tmpfs -o mode=1777 tmpfs /tmp
 $BB mkdir -p /dev/shm
 $BB mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 $BB mount -t tmpfs -o mode=0755 tmpfs /run
