@@ -157,6 +157,10 @@ static const char *classify_failure(struct kg_conn *c)
 
 void kg_hs_refuse(struct kg_conn *c, const char *reason)
 {
+	const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+
+	if (sni && !c->peer.sni[0]) /* which site the refused client wanted */
+		snprintf(c->peer.sni, sizeof(c->peer.sni), "%s", sni);
 	c->result = reason;
 	c->w->stats.handshakes_refused++;
 	kg_conn_linger(c);
