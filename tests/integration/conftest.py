@@ -141,7 +141,7 @@ class Daemon:
         self.proc = subprocess.Popen([BIN] + args, stdout=subprocess.PIPE, stderr=self.log)
 
     def wait_ready(self, timeout=10):
-        self.wait_log(r" ready ", timeout)
+        self.wait_log(r'( ready |"event":"ready")', timeout)
 
     def text(self):
         with open(self.log_path) as f:
