@@ -110,7 +110,7 @@ static void setup_ktls(struct kg_runtime *rt)
 }
 
 /* --check: everything start-up would do, without serving. */
-static int run_check(const struct kg_runtime *rt)
+static int run_check(struct kg_runtime *rt)
 {
 	struct kg_worker *w = malloc(sizeof(*w));
 	char err[512];
@@ -124,11 +124,14 @@ static int run_check(const struct kg_runtime *rt)
 	close(w->wake_fd);
 	io_uring_queue_exit(&w->ring);
 	free(w);
+	if (rt->opt->ktls == KG_KTLS_REQUIRED)
+		setup_ktls(rt); /* dies when the kernel cannot */
 	printf("ktlsgate: check ok\n");
 	return 0;
 }
 
-static struct kg_worker *start_workers(const struct kg_runtime *rt, unsigned *nworkers)
+/* Binds every listener before anything is logged: bad input fails first. */
+static struct kg_worker *init_workers(const struct kg_runtime *rt, unsigned *nworkers)
 {
 	int cpus[CPU_SETSIZE];
 	int ncpus = online_cpus(cpus, CPU_SETSIZE);
@@ -142,11 +145,15 @@ static struct kg_worker *start_workers(const struct kg_runtime *rt, unsigned *nw
 		if (kg_worker_init(&workers[i], i, ncpus ? cpus[i % (unsigned)ncpus] : 0, rt,
 				   err, sizeof(err)) < 0)
 			die(err);
+	*nworkers = n;
+	return workers;
+}
+
+static void start_workers(struct kg_worker *workers, unsigned n)
+{
 	for (unsigned i = 0; i < n; i++)
 		if (kg_worker_start(&workers[i]) != 0)
 			die("cannot start worker thread");
-	*nworkers = n;
-	return workers;
 }
 
 /* Type=notify: systemd starts dependants only once we really accept. */
@@ -197,12 +204,13 @@ int main(int argc, char **argv)
 	if (!rt.ssl_ctx)
 		die(err);
 	kg_ktls_prepare_ctx(rt.ssl_ctx);
-	setup_ktls(&rt);
 	if (opt.check)
 		return run_check(&rt);
 
 	block_signals(&sigs);
-	struct kg_worker *workers = start_workers(&rt, &nworkers);
+	struct kg_worker *workers = init_workers(&rt, &nworkers);
+	setup_ktls(&rt);
+	start_workers(workers, nworkers);
 	log_start(&rt, nworkers);
 	kg_log_msg(KG_LOG_INFO, "ready", "accepting connections");
 	notify("READY=1\nSTATUS=accepting connections");

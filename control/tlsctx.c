@@ -39,8 +39,8 @@ static BIO *open_file(const char *flag, const char *path, char *err, size_t errl
 	ERR_clear_error();
 	errno = 0;
 	bio = BIO_new_file(path, "r");
-	if (!bio)
-		snprintf(err, errlen, "%s %s: %s", flag, path, ossl_reason());
+	if (!bio) /* fopen's errno says it best: "No such file or directory" */
+		snprintf(err, errlen, "%s %s: %s", flag, path, errno ? strerror(errno) : ossl_reason());
 	return bio;
 }
 
