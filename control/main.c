@@ -204,8 +204,11 @@ int main(int argc, char **argv)
 	if (!rt.ssl_ctx)
 		die(err);
 	kg_ktls_prepare_ctx(rt.ssl_ctx);
-	if (opt.check)
-		return run_check(&rt);
+	if (opt.check) {
+		int rc = run_check(&rt);
+		SSL_CTX_free(rt.ssl_ctx);
+		return rc;
+	}
 
 	block_signals(&sigs);
 	struct kg_worker *workers = init_workers(&rt, &nworkers);

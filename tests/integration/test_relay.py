@@ -175,3 +175,45 @@ def test_sigterm_drains_and_exits_zero(pki, echo_backend, start_daemon):
     s.close()
     assert d.proc.wait(10) == 0
     assert "stopped" in d.text()
+
+
+def test_backend_connect_timeout(pki, start_daemon):
+    """A backend whose accept queue is full drops SYNs: the connect must time
+    out (linked ring timeout), be logged and counted, and the client closed."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    addr = blackhole.getsockname()
+    fillers = []
+    for _ in range(4):  # fill the accept queue; later SYNs are dropped
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(addr)
+        fillers.append(f)
+    time.sleep(0.2)
+    d, port = start_daemon(f"127.0.0.1:{addr[1]}", "--connect-timeout", "0.5")
+    s = tlsclient.connect(tlsclient.context(pki), port)
+    s.sendall(b"x")
+    t0 = time.time()
+    assert s.recv(1) == b""
+    assert time.time() - t0 < 3
+    line = d.wait_access(1)[-1]
+    assert "result=backend_unavailable" in line and "Connection timed out" in line
+    for f in fillers:
+        f.close()
+    blackhole.close()
+
+
+def test_max_conns_per_worker(pki, echo_backend, start_daemon):
+    d, port = start_daemon(echo_backend.addr, "--workers", "1", "--max-conns", "1")
+    first = tlsclient.connect(tlsclient.context(pki), port)
+    first.sendall(b"a")
+    assert first.recv(1) == b"a"
+    with pytest.raises((ssl.SSLError, OSError)):
+        second = tlsclient.connect(tlsclient.context(pki), port)
+        second.sendall(b"b")
+        second.recv(1)
+    d.wait_log(r"conn_limit worker=0 max_conns=1 refused_total=1")
+    first.sendall(b"c")  # the connection we already had is unaffected
+    assert first.recv(1) == b"c"
+    first.close()
