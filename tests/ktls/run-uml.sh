@@ -4,7 +4,8 @@
 # command's exit code: 0 pass, 1 fail, 77 skip; 125 when the guest never reported.
 # Usage: tests/ktls/run-uml.sh COMMAND [ARGS...]   (COMMAND: absolute host path)
 # Env passed into the guest: KTLSGATE_BIN and any KTLS_* variable.
-# Env for the runner: UML_MEM (512M), UML_TIMEOUT (seconds, 600).
+# Env for the runner: UML_MEM (512M), UML_TIMEOUT (seconds, 600),
+# KTLSGATE_UML_SHIM (the xstate shim, set by meson).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 if ! command -v linux.uml >/dev/null 2>&1; then
@@ -25,9 +26,15 @@ trap 'rm -rf "$work"' EXIT
 	echo "cd '$PWD'"
 	env | grep -E '^(KTLSGATE_BIN|KTLS_[A-Z_]*)=' | sed "s/'/'\\\\''/g; s/=\(.*\)/='\1'/; s/^/export /"
 } >"$work/env"
+# On CPUs with AMX the host's ptrace wants the full XSAVE size that UML 6.1 does
+# not know; the shim (tests/ktls/uml_xstate_shim.c) bridges that.
+preload=
+if [ -n "${KTLSGATE_UML_SHIM:-}" ] && [ -f "$KTLSGATE_UML_SHIM" ]; then
+	preload="$KTLSGATE_UML_SHIM"
+fi
 # root=98:0 console=tty0 are UML's defaults, given so UML does not append them
 # after "--" into init's argv; pty.legacy_count=0 saves ~3 s of boot.
-timeout "${UML_TIMEOUT:-600}" linux.uml mem="${UML_MEM:-512M}" uml_dir="$work" \
+LD_PRELOAD="$preload" timeout "${UML_TIMEOUT:-600}" linux.uml mem="${UML_MEM:-512M}" uml_dir="$work" \
 	root=98:0 rootfstype=hostfs rootflags=/ ro console=tty0 quiet pty.legacy_count=0 \
 	con0=fd:0,fd:1 con=null \
 	init="$here/guest-init.sh" -- "$work/env" "$@" </dev/null >"$work/console" 2>&1
