@@ -9,12 +9,14 @@
  * Distinguished names (subject, issuer) are compared as the RFC 2253 text
  * OpenSSL prints with XN_FLAG_RFC2253, i.e. what
  * `openssl x509 -noout -subject -nameopt RFC2253` shows: most specific RDN
- * first ("CN=alice,OU=eng,O=Example,C=US"), '+' inside a multi-valued RDN,
- * OpenSSL short names (CN, O, OU, C, L, ST, DC, UID, emailAddress), bytes
- * outside ASCII written as \XX. Both sides are put in a canonical form first:
- * spaces around '=', ',' and '+' dropped, ';' read as ',', attribute names
- * case-insensitive, \xx hex escapes case-insensitive. Values stay exact and
- * case-sensitive; quoted values ("...") are not supported. */
+ * first ("CN=alice,OU=eng,O=Example,C=US"), '+' inside a multi-valued RDN (in
+ * the order OpenSSL prints it), OpenSSL short names (CN, O, OU, C, L, ST, DC,
+ * UID, emailAddress), bytes outside ASCII as \XX. Both sides are put in one
+ * canonical form first: spaces around '=', ',' and '+' dropped, ';' read as
+ * ',', attribute names case-insensitive, a non-ASCII byte the same whether
+ * written raw (UTF-8) or as \XX, "\2C" the same as "\,". Values are
+ * otherwise exact and case-sensitive; quoted values ("...") are not supported.
+ * subject_regex runs over OpenSSL's text as printed, not the canonical form. */
 #include "policy.h"
 
 #include <openssl/evp.h>
@@ -131,6 +133,39 @@ static void fail(const struct kg_cond *c, const char *value, const char *reason,
 
 /* ---- distinguished names ---- */
 
+/* One escaped character of a DN value ("\," or "\C3"), s[*r] just past the
+ * backslash, rewritten at s[*w] in the one spelling both sides share: bytes
+ * outside ASCII raw (so "J\C3\BCrgen" and UTF-8 "J\xc3\xbcrgen" agree),
+ * RFC 2253 specials, space and '#' as "\c", control bytes as "\XX",
+ * anything else as itself. -1 when the backslash ends the text or escapes a
+ * raw control byte. */
+static int dn_escape(char *s, size_t *r, size_t *w)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	unsigned char c;
+
+	if (!s[*r])
+		return -1;
+	if (hexval(s[*r]) >= 0 && hexval(s[*r + 1]) >= 0) {
+		c = (unsigned char)(hexval(s[*r]) << 4 | hexval(s[*r + 1]));
+		*r += 2;
+	} else {
+		c = (unsigned char)s[(*r)++];
+		if (c < 0x20 || c == 0x7f)
+			return -1; /* would grow the text, and OpenSSL never writes it */
+	}
+	if (c < 0x20 || c == 0x7f) {
+		s[(*w)++] = '\\';
+		s[(*w)++] = hex[c >> 4];
+		s[(*w)++] = hex[c & 0xf];
+		return 0;
+	}
+	if (strchr(",+\";<>\\ #", c))
+		s[(*w)++] = '\\';
+	s[(*w)++] = (char)c;
+	return 0;
+}
+
 /* Canonical form of RFC 2253 text, in place (it only ever shrinks). -1 when
  * a component has no "type=" part or a separator has nothing after it. */
 static int dn_canon(char *s)
@@ -155,15 +190,9 @@ static int dn_canon(char *s)
 		sig = w;
 		while (s[r] && s[r] != ',' && s[r] != '+' && s[r] != ';') {
 			if (s[r] == '\\') {
-				s[w++] = s[r++];
-				if (!s[r])
+				r++;
+				if (dn_escape(s, &r, &w) < 0)
 					return -1;
-				if (hexval(s[r]) >= 0 && hexval(s[r + 1]) >= 0) {
-					s[w++] = ascii_upper(s[r++]);
-					s[w++] = ascii_upper(s[r++]);
-				} else {
-					s[w++] = s[r++];
-				}
 				sig = w;
 				continue;
 			}
