@@ -422,12 +422,17 @@ static int compile_cond(struct pcond *out, const struct kg_cond *c, char *err, s
 static int compile_rule(struct prule *out, const struct kg_rule_spec *r, const char *kind,
 			size_t idx, char *err, size_t errlen)
 {
-	char name[32];
+	char name[32], where[512];
 
 	snprintf(name, sizeof(name), "%s[%zu]", kind, idx);
+	if (r->nconds == 0) { /* would match every certificate: surely a mistake */
+		kg_where_format(&r->at, where, sizeof(where));
+		snprintf(err, errlen, "%s: rule %s has no conditions", where, r->name ? r->name : name);
+		return -1;
+	}
 	out->name = strdup(r->name ? r->name : name);
-	out->conds = r->nconds ? calloc(r->nconds, sizeof(*out->conds)) : NULL;
-	if (!out->name || (r->nconds && !out->conds)) {
+	out->conds = calloc(r->nconds, sizeof(*out->conds));
+	if (!out->name || !out->conds) {
 		snprintf(err, errlen, "out of memory compiling rule %s", r->name ? r->name : name);
 		return -1;
 	}

@@ -491,6 +491,14 @@ static void test_error_position(void)
 	allow[0] = (struct kg_rule_spec){ .conds = &nov, .nconds = 1 };
 	CHECK(kg_policy_compile(&rules, err, sizeof(err)) == NULL);
 	CHECK_STR(err, "policy.yaml:30:9: cn: no values");
+
+	/* an empty rule would match everyone: refused, named, where it was written */
+	allow[0] = (struct kg_rule_spec){ .at = { "policy.yaml", 31, 5, "allow" } };
+	CHECK(kg_policy_compile(&rules, err, sizeof(err)) == NULL);
+	CHECK_STR(err, "policy.yaml:31:5: allow: rule allow[0] has no conditions");
+	allow[0].name = "ops";
+	CHECK(kg_policy_compile(&rules, err, sizeof(err)) == NULL);
+	CHECK_STR(err, "policy.yaml:31:5: allow: rule ops has no conditions");
 }
 
 int main(void)
