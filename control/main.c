@@ -13,11 +13,12 @@
 #include <systemd/sd-daemon.h>
 #endif
 
-#include "ktls_keys.h"
+#include "config.h"
+#include "conn.h"
+#include "generation.h"
 #include "ktls_probe.h"
 #include "log.h"
 #include "options.h"
-#include "tlsctx.h"
 #include "worker.h"
 
 #define EXIT_CONFIG 2
@@ -53,25 +54,43 @@ static void block_signals(sigset_t *set)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+static void append_addrs(char *buf, size_t cap, const struct kg_addr_spec *a, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t used = strlen(buf);
+		snprintf(buf + used, cap - used, "%s%s", used ? "," : "", a[i].addr.text);
+	}
+}
+
 static void log_start(const struct kg_runtime *rt, unsigned nworkers)
 {
-	const struct kg_options *o = rt->opt;
+	const struct kg_config *cfg = &rt->gen->cfg;
 	char listen[512] = "", backends[512] = "";
 
-	for (size_t i = 0; i < o->nlisten; i++)
-		snprintf(listen + strlen(listen), sizeof(listen) - strlen(listen), "%s%s",
-			 i ? "," : "", o->listen[i].text);
-	for (size_t i = 0; i < o->nbackends; i++)
-		snprintf(backends + strlen(backends), sizeof(backends) - strlen(backends), "%s%s",
-			 i ? "," : "", o->backends[i].text);
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		append_addrs(listen, sizeof(listen), cfg->listeners[i].addrs, cfg->listeners[i].naddrs);
+		append_addrs(backends, sizeof(backends), cfg->listeners[i].auth.backends,
+			     cfg->listeners[i].auth.nbackends);
+	}
 	struct kg_field f[] = {
 		KG_S("version", KG_VERSION),
 		KG_I("workers", nworkers),
+		KG_S("config", cfg->file ? cfg->file : "command line"),
+		KG_I("listeners", cfg->nlisteners),
 		KG_S("listen", listen),
 		KG_S("backends", backends),
 		KG_S("relay", rt->ktls ? "ktls" : "user"),
 	};
 	kg_log_event(KG_LOG_INFO, "start", f, KG_NFIELDS(f));
+}
+
+/* The listener that insists on kTLS, if any: it decides whether we may start. */
+static const struct kg_listener_spec *ktls_required_by(const struct kg_config *cfg)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].ktls == KG_KTLS_REQUIRED)
+			return &cfg->listeners[i];
+	return NULL;
 }
 
 static unsigned ktls_cipher_bits(const struct kg_ktls_caps *caps)
@@ -93,14 +112,26 @@ static void setup_ktls(struct kg_runtime *rt)
 	struct kg_ktls_caps caps;
 	char desc[256], err[320];
 
-	if (rt->opt->ktls == KG_KTLS_OFF) {
-		kg_log_msg(KG_LOG_INFO, "ktls", "kTLS: off (--ktls off) - using userspace relay");
+	const struct kg_config *cfg = &rt->gen->cfg;
+	const struct kg_listener_spec *needs = ktls_required_by(cfg);
+	char where[512];
+
+	if (cfg->ktls == KG_KTLS_OFF) {
+		kg_log_msg(KG_LOG_INFO, "ktls", "kTLS: off (%s) - using userspace relay",
+			   cfg->file ? "ktls: off" : "--ktls off");
 		return;
 	}
 	kg_ktls_probe(&caps);
 	kg_ktls_caps_describe(&caps, desc, sizeof(desc));
-	if (!caps.available && rt->opt->ktls == KG_KTLS_REQUIRED) {
-		snprintf(err, sizeof(err), "--ktls required: kernel TLS %s", desc);
+	if (!caps.available && (cfg->ktls == KG_KTLS_REQUIRED || needs)) {
+		if (needs && cfg->ktls != KG_KTLS_REQUIRED) {
+			kg_where_format(&needs->at, where, sizeof(where));
+			snprintf(err, sizeof(err), "%s: listener %s: ktls required: kernel TLS %s",
+				 where, needs->name, desc);
+		} else {
+			snprintf(err, sizeof(err), "%s required: kernel TLS %s",
+				 cfg->file ? "ktls:" : "--ktls", desc);
+		}
 		die(err);
 	}
 	rt->ktls = caps.available;
@@ -123,8 +154,9 @@ static int run_check(struct kg_runtime *rt)
 		close(w->listeners[i].fd);
 	close(w->wake_fd);
 	io_uring_queue_exit(&w->ring);
+	kg_gen_unref(w->gen);
 	free(w);
-	if (rt->opt->ktls == KG_KTLS_REQUIRED)
+	if (rt->gen->cfg.ktls == KG_KTLS_REQUIRED || ktls_required_by(&rt->gen->cfg))
 		setup_ktls(rt); /* dies when the kernel cannot */
 	printf("ktlsgate: check ok\n");
 	return 0;
@@ -135,7 +167,7 @@ static struct kg_worker *init_workers(const struct kg_runtime *rt, unsigned *nwo
 {
 	int cpus[CPU_SETSIZE];
 	int ncpus = online_cpus(cpus, CPU_SETSIZE);
-	unsigned n = rt->opt->workers ? rt->opt->workers : (unsigned)(ncpus > 0 ? ncpus : 1);
+	unsigned n = rt->gen->cfg.workers ? rt->gen->cfg.workers : (unsigned)(ncpus > 0 ? ncpus : 1);
 	struct kg_worker *workers = aligned_alloc(16, sizeof(*workers) * n);
 	char err[512];
 
@@ -182,10 +214,26 @@ static void wait_for_stop(const sigset_t *set)
 	}
 }
 
+/* Everything the daemon will serve, built and checked before anything binds. */
+static struct kg_gen *load_generation(const struct kg_options *opt)
+{
+	struct kg_config cfg;
+	struct kg_gen *g;
+	char err[1024];
+
+	if (kg_config_from_options(opt, &cfg, err, sizeof(err)) < 0)
+		die(err);
+	kg_log_set_format(cfg.log_format);
+	g = kg_gen_build(&cfg, 1, kg_hs_prepare_ctx, err, sizeof(err));
+	if (!g)
+		die(err);
+	return g;
+}
+
 int main(int argc, char **argv)
 {
 	struct kg_options opt;
-	struct kg_runtime rt = { .opt = &opt };
+	struct kg_runtime rt = { 0 };
 	char err[1024];
 	sigset_t sigs;
 	unsigned nworkers = 0;
@@ -199,14 +247,10 @@ int main(int argc, char **argv)
 	case KG_PARSE_OK:
 		break;
 	}
-	kg_log_set_format(opt.log_format);
-	rt.ssl_ctx = kg_tlsctx_new(&opt, err, sizeof(err));
-	if (!rt.ssl_ctx)
-		die(err);
-	kg_ktls_prepare_ctx(rt.ssl_ctx);
+	rt.gen = load_generation(&opt);
 	if (opt.check) {
 		int rc = run_check(&rt);
-		SSL_CTX_free(rt.ssl_ctx);
+		kg_gen_unref(rt.gen);
 		return rc;
 	}
 
@@ -228,6 +272,6 @@ int main(int argc, char **argv)
 	}
 	kg_log_msg(KG_LOG_INFO, "stopped", "all connections closed");
 	free(workers);
-	SSL_CTX_free(rt.ssl_ctx);
+	kg_gen_unref(rt.gen);
 	return status;
 }

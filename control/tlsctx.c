@@ -1,6 +1,9 @@
 #include "tlsctx.h"
 
 #include <errno.h>
+#include <openssl/pkcs12.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -32,16 +35,32 @@ static const char *ossl_reason(void)
 	return r ? r : buf;
 }
 
-static BIO *open_file(const char *flag, const char *path, char *err, size_t errlen)
+static BIO *open_file(const struct kg_file *f, char *err, size_t errlen)
 {
+	char where[600];
 	BIO *bio;
 
 	ERR_clear_error();
 	errno = 0;
-	bio = BIO_new_file(path, "r");
-	if (!bio) /* fopen's errno says it best: "No such file or directory" */
-		snprintf(err, errlen, "%s %s: %s", flag, path, errno ? strerror(errno) : ossl_reason());
+	bio = BIO_new_file(f->path, "r");
+	if (!bio) { /* fopen's errno says it best: "No such file or directory" */
+		kg_file_format(f, where, sizeof(where));
+		snprintf(err, errlen, "%s: %s", where, errno ? strerror(errno) : ossl_reason());
+	}
 	return bio;
+}
+
+/* "WHERE PATH: reason" (command line) or "FILE:L:C: key: PATH: reason" (YAML). */
+static void file_error(const struct kg_file *f, char *err, size_t errlen, const char *fmt, ...)
+{
+	char where[600], why[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	kg_file_format(f, where, sizeof(where));
+	snprintf(err, errlen, "%s: %s", where, why);
 }
 
 static void format_time(const ASN1_TIME *t, char *buf, size_t cap)
@@ -55,28 +74,39 @@ static void format_time(const ASN1_TIME *t, char *buf, size_t cap)
 	BIO_free(mem);
 }
 
-static int check_validity(const char *flag, const char *path, X509 *x, char *err, size_t errlen)
+static void name_text(const X509_NAME *name, char *buf, size_t cap)
+{
+	BIO *mem = BIO_new(BIO_s_mem());
+	int n;
+
+	X509_NAME_print_ex(mem, name, 0, XN_FLAG_RFC2253);
+	n = BIO_read(mem, buf, (int)cap - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	BIO_free(mem);
+}
+
+static int check_validity(const struct kg_file *f, X509 *x, char *err, size_t errlen)
 {
 	char when[64];
 
 	if (X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
 		format_time(X509_get0_notAfter(x), when, sizeof(when));
-		snprintf(err, errlen, "%s %s: certificate expired (notAfter=%s)", flag, path, when);
+		file_error(f, err, errlen, "certificate expired (notAfter=%s)", when);
 		return -1;
 	}
 	if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
 		format_time(X509_get0_notBefore(x), when, sizeof(when));
-		snprintf(err, errlen, "%s %s: certificate not yet valid (notBefore=%s)", flag, path, when);
+		file_error(f, err, errlen, "certificate not yet valid (notBefore=%s)", when);
 		return -1;
 	}
 	return 0;
 }
 
 /* Reads every certificate of a PEM file; fails when there is none. */
-static STACK_OF(X509) *read_certs(const char *flag, const char *path, char *err, size_t errlen)
+static STACK_OF(X509) *read_certs(const struct kg_file *f, char *err, size_t errlen)
 {
 	STACK_OF(X509) *certs = NULL;
-	BIO *bio = open_file(flag, path, err, errlen);
+	BIO *bio = open_file(f, err, errlen);
 	X509 *x;
 
 	if (!bio)
@@ -85,14 +115,14 @@ static STACK_OF(X509) *read_certs(const char *flag, const char *path, char *err,
 	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
 		sk_X509_push(certs, x);
 	if (sk_X509_num(certs) == 0) {
-		snprintf(err, errlen, "%s %s: no certificate found (%s)", flag, path, ossl_reason());
+		file_error(f, err, errlen, "no certificate found (%s)", ossl_reason());
 		goto fail;
 	}
 	/* EOF after the last PEM block is expected; anything else is garbage. */
 	unsigned long e = ERR_peek_last_error();
 	if (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
-		snprintf(err, errlen, "%s %s: certificate %d unreadable: %s", flag, path,
-			 sk_X509_num(certs) + 1, ossl_reason());
+		file_error(f, err, errlen, "certificate %d unreadable: %s", sk_X509_num(certs) + 1,
+			   ossl_reason());
 		goto fail;
 	}
 	ERR_clear_error();
@@ -104,18 +134,100 @@ fail:
 	return NULL;
 }
 
-static EVP_PKEY *read_key(const char *path, char *err, size_t errlen)
+/* The first line of the passphrase file, without its newline. */
+static int read_passphrase(const struct kg_file *f, char *buf, size_t cap, char *err,
+			   size_t errlen)
 {
-	BIO *bio = open_file("--key", path, err, errlen);
+	BIO *bio = open_file(f, err, errlen);
+	int n;
+
+	if (!bio)
+		return -1;
+	n = BIO_gets(bio, buf, (int)cap);
+	BIO_free(bio);
+	if (n <= 0) {
+		file_error(f, err, errlen, "empty passphrase file");
+		return -1;
+	}
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return 0;
+}
+
+static int pem_pass_cb(char *buf, int size, int rwflag, void *u)
+{
+	size_t n = strlen(u);
+
+	if (n >= (size_t)size)
+		return -1;
+	memcpy(buf, u, n);
+	return (int)n;
+}
+
+static EVP_PKEY *read_key(const struct kg_identity_spec *s, const char *pass, char *err,
+			  size_t errlen)
+{
+	BIO *bio = open_file(&s->key, err, errlen);
 	EVP_PKEY *key;
 
 	if (!bio)
 		return NULL;
-	key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-	if (!key)
-		snprintf(err, errlen, "--key %s: no private key found (%s)", path, ossl_reason());
+	/* Without a passphrase file an encrypted key must fail, not prompt. */
+	key = PEM_read_bio_PrivateKey(bio, NULL, pem_pass_cb, (void *)(pass ? pass : ""));
+	if (!key) {
+		unsigned long e = ERR_peek_last_error();
+		bool bad_pass = ERR_GET_REASON(e) == PEM_R_BAD_DECRYPT ||
+				ERR_GET_REASON(e) == PEM_R_BAD_PASSWORD_READ ||
+				ERR_GET_REASON(e) == EVP_R_BAD_DECRYPT;
+		if (bad_pass)
+			file_error(&s->key, err, errlen, pass ? "wrong passphrase (from %s)" :
+				   "key is encrypted: give passphrase_file%s", pass ? s->passphrase_file.path : "");
+		else
+			file_error(&s->key, err, errlen, "no private key found (%s)", ossl_reason());
+	}
 	BIO_free(bio);
 	return key;
+}
+
+static int load_pkcs12(const struct kg_identity_spec *s, const char *pass,
+		       struct kg_server_id *out, char *err, size_t errlen)
+{
+	BIO *bio = open_file(&s->pkcs12, err, errlen);
+	PKCS12 *p12 = bio ? d2i_PKCS12_bio(bio, NULL) : NULL;
+	STACK_OF(X509) *cas = NULL;
+
+	BIO_free(bio);
+	if (!bio)
+		return -1;
+	if (!p12) {
+		file_error(&s->pkcs12, err, errlen, "not a PKCS#12 file (%s)", ossl_reason());
+		return -1;
+	}
+	if (!PKCS12_parse(p12, pass ? pass : "", &out->key, &out->leaf, &cas)) {
+		file_error(&s->pkcs12, err, errlen, "cannot open: %s", pass ? "wrong passphrase" :
+			   "encrypted: give passphrase_file");
+		PKCS12_free(p12);
+		return -1;
+	}
+	PKCS12_free(p12);
+	out->chain = cas ? cas : sk_X509_new_null();
+	if (!out->leaf || !out->key) {
+		file_error(&s->pkcs12, err, errlen, "bundle lacks a certificate or a private key");
+		return -1;
+	}
+	return 0;
+}
+
+static int load_pem_identity(const struct kg_identity_spec *s, const char *pass,
+			     struct kg_server_id *out, char *err, size_t errlen)
+{
+	STACK_OF(X509) *chain = read_certs(&s->cert, err, errlen);
+
+	if (!chain)
+		return -1;
+	out->leaf = sk_X509_shift(chain);
+	out->chain = chain;
+	out->key = read_key(s, pass, err, errlen);
+	return out->key ? 0 : -1;
 }
 
 static const char *key_type_name(const EVP_PKEY *key)
@@ -129,149 +241,283 @@ static const char *key_type_name(const EVP_PKEY *key)
 	return NULL;
 }
 
-static int add_identity(SSL_CTX *ctx, const struct kg_identity_files *id, unsigned *types_seen,
-			char *err, size_t errlen)
+int kg_tls_load_identity(const struct kg_identity_spec *s, struct kg_server_id *out, char *err,
+			 size_t errlen)
 {
-	STACK_OF(X509) *chain = read_certs("--cert", id->cert_file, err, errlen);
-	EVP_PKEY *key = NULL;
-	X509 *leaf;
+	const struct kg_file *where = s->pkcs12.path ? &s->pkcs12 : &s->cert;
+	char pass[1024] = "";
 	int rc = -1;
 
-	if (!chain)
+	memset(out, 0, sizeof(*out));
+	if (s->passphrase_file.path &&
+	    read_passphrase(&s->passphrase_file, pass, sizeof(pass), err, errlen) < 0)
 		return -1;
-	leaf = sk_X509_value(chain, 0);
-	if (check_validity("--cert", id->cert_file, leaf, err, errlen) < 0)
-		goto out;
-	key = read_key(id->key_file, err, errlen);
-	if (!key)
-		goto out;
-	if (!X509_check_private_key(leaf, key)) {
+	rc = s->pkcs12.path ? load_pkcs12(s, s->passphrase_file.path ? pass : NULL, out, err, errlen)
+			    : load_pem_identity(s, s->passphrase_file.path ? pass : NULL, out, err, errlen);
+	OPENSSL_cleanse(pass, sizeof(pass));
+	if (rc < 0)
+		goto fail;
+	rc = -1;
+	if (check_validity(where, out->leaf, err, errlen) < 0)
+		goto fail;
+	if (!X509_check_private_key(out->leaf, out->key)) {
 		ERR_clear_error();
-		snprintf(err, errlen, "--key %s: key does not match certificate %s",
-			 id->key_file, id->cert_file);
-		goto out;
+		file_error(s->pkcs12.path ? &s->pkcs12 : &s->key, err, errlen,
+			   "key does not match certificate %s", where->path);
+		goto fail;
 	}
-	const char *type = key_type_name(key);
-	if (!type) {
-		snprintf(err, errlen, "--key %s: unsupported key type (use ECDSA or RSA)", id->key_file);
-		goto out;
+	out->type = key_type_name(out->key);
+	if (!out->type) {
+		file_error(s->pkcs12.path ? &s->pkcs12 : &s->key, err, errlen,
+			   "unsupported key type (use ECDSA or RSA)");
+		goto fail;
 	}
-	unsigned bit = type[0] == 'R' ? 1u : type[0] == 'E' && type[1] == 'C' ? 2u : 4u;
-	if (*types_seen & bit) {
-		snprintf(err, errlen, "--cert %s: a second %s identity; give at most one per key type",
-			 id->cert_file, type);
-		goto out;
-	}
-	*types_seen |= bit;
-	/* use_certificate selects the slot for this key type; chain and key follow it. */
-	if (SSL_CTX_use_certificate(ctx, leaf) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1) {
-		snprintf(err, errlen, "--cert %s: rejected by OpenSSL: %s", id->cert_file, ossl_reason());
-		goto out;
-	}
-	for (int i = 1; i < sk_X509_num(chain); i++) {
-		if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1) {
-			snprintf(err, errlen, "--cert %s: chain certificate %d rejected: %s",
-				 id->cert_file, i + 1, ossl_reason());
-			goto out;
-		}
-	}
-	rc = 0;
-out:
-	EVP_PKEY_free(key);
-	sk_X509_pop_free(chain, X509_free);
-	return rc;
+	out->spec = s;
+	ERR_clear_error();
+	return 0;
+fail:
+	kg_tls_identity_free(out);
+	ERR_clear_error();
+	return -1;
 }
 
-static int load_client_cas(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+void kg_tls_identity_free(struct kg_server_id *id)
 {
-	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-	STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
-	STACK_OF(X509) *cas;
+	X509_free(id->leaf);
+	EVP_PKEY_free(id->key);
+	sk_X509_pop_free(id->chain, X509_free);
+	memset(id, 0, sizeof(*id));
+}
+
+/* use_certificate selects the slot for the key type; chain and key follow it. */
+static int add_identity(SSL_CTX *ctx, const struct kg_server_id *id, char *err, size_t errlen)
+{
+	const struct kg_file *where = id->spec->pkcs12.path ? &id->spec->pkcs12 : &id->spec->cert;
+
+	if (SSL_CTX_use_certificate(ctx, id->leaf) != 1 ||
+	    SSL_CTX_use_PrivateKey(ctx, id->key) != 1) {
+		file_error(where, err, errlen, "rejected by OpenSSL: %s", ossl_reason());
+		return -1;
+	}
+	for (int i = 0; i < sk_X509_num(id->chain); i++) {
+		if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(id->chain, i)) != 1) {
+			file_error(where, err, errlen, "chain certificate %d rejected: %s", i + 2,
+				   ossl_reason());
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* One identity per key type: the client's signature algorithms pick. */
+static int add_identities(SSL_CTX *ctx, const struct kg_server_id *const *ids, size_t n,
+			  char *err, size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(ids[i]->type, ids[j]->type) != 0)
+				continue;
+			file_error(ids[i]->spec->pkcs12.path ? &ids[i]->spec->pkcs12 : &ids[i]->spec->cert,
+				   err, errlen, "a second %s identity for the same names; give at most one per key type",
+				   ids[i]->type);
+			return -1;
+		}
+		if (add_identity(ctx, ids[i], err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int add_client_cas(struct kg_client_trust *t, const struct kg_file *f, char *err,
+			  size_t errlen)
+{
+	STACK_OF(X509) *cas = read_certs(f, err, errlen);
 	int rc = -1;
 
-	cas = read_certs("--client-ca", path, err, errlen);
 	if (!cas) {
 		if (strstr(err, "no certificate found"))
-			snprintf(err, errlen, "--client-ca %s: no certificates found", path);
-		goto out;
+			file_error(f, err, errlen, "no certificates found");
+		return -1;
 	}
 	for (int i = 0; i < sk_X509_num(cas); i++) {
 		X509 *ca = sk_X509_value(cas, i);
 		if (!X509_check_ca(ca)) {
-			snprintf(err, errlen, "--client-ca %s: certificate %d is not a CA", path, i + 1);
+			file_error(f, err, errlen, "certificate %d is not a CA", i + 1);
 			goto out;
 		}
-		X509_STORE_add_cert(store, ca);
-		sk_X509_NAME_push(names, X509_NAME_dup(X509_get_subject_name(ca)));
+		X509_STORE_add_cert(t->store, ca);
+		X509_up_ref(ca);
+		sk_X509_push(t->cas, ca);
+		sk_X509_NAME_push(t->names, X509_NAME_dup(X509_get_subject_name(ca)));
 	}
-	/* Advertised in CertificateRequest so clients with several certs pick ours. */
-	SSL_CTX_set_client_CA_list(ctx, names);
-	names = NULL;
 	rc = 0;
 out:
-	sk_X509_NAME_pop_free(names, X509_NAME_free);
 	sk_X509_pop_free(cas, X509_free);
 	return rc;
 }
 
-static int load_crl_file(X509_STORE *store, const char *path, char *err, size_t errlen)
+/* The CA among ours that issued crl, checked by signature; NULL if none. */
+static X509 *crl_issuer(const struct kg_client_trust *t, X509_CRL *crl)
 {
-	BIO *bio = open_file("--crl", path, err, errlen);
+	for (int i = 0; i < sk_X509_num(t->cas); i++) {
+		X509 *ca = sk_X509_value(t->cas, i);
+		if (X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) == 0 &&
+		    X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1)
+			return ca;
+	}
+	ERR_clear_error();
+	return NULL;
+}
+
+static bool issuer_is_ours(const struct kg_client_trust *t, X509_CRL *crl)
+{
+	for (int i = 0; i < sk_X509_num(t->cas); i++)
+		if (X509_NAME_cmp(X509_get_subject_name(sk_X509_value(t->cas, i)),
+				  X509_CRL_get_issuer(crl)) == 0)
+			return true;
+	return false;
+}
+
+/* A CRL whose issuer is one of our CAs must carry that CA's signature; one
+ * for an intermediate that clients send is checked by OpenSSL per handshake. */
+static int check_crl(const struct kg_client_trust *t, const struct kg_file *f, int n,
+		     X509_CRL *crl, char *err, size_t errlen)
+{
+	const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+	char when[64];
+
+	if (next && X509_cmp_current_time(next) <= 0) {
+		format_time(next, when, sizeof(when));
+		file_error(f, err, errlen, "CRL %d is stale (nextUpdate=%s)", n, when);
+		return -1;
+	}
+	if (issuer_is_ours(t, crl) && !crl_issuer(t, crl)) {
+		file_error(f, err, errlen, "CRL %d is not signed by its CA (bad signature)", n);
+		return -1;
+	}
+	return 0;
+}
+
+static int add_crl_file(struct kg_client_trust *t, const struct kg_file *f, char *err,
+			size_t errlen)
+{
+	BIO *bio = open_file(f, err, errlen);
 	X509_CRL *crl;
 	int n = 0;
 
 	if (!bio)
 		return -1;
 	while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
-		const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
-		if (next && X509_cmp_current_time(next) <= 0) {
-			char when[64];
-			format_time(next, when, sizeof(when));
-			snprintf(err, errlen, "--crl %s: CRL %d is stale (nextUpdate=%s)", path, n + 1, when);
+		if (check_crl(t, f, ++n, crl, err, errlen) < 0) {
 			X509_CRL_free(crl);
 			BIO_free(bio);
 			return -1;
 		}
-		X509_STORE_add_crl(store, crl);
-		X509_CRL_free(crl);
-		n++;
+		/* The store indexes CRLs by issuer and sorts revoked serials once,
+		 * so a lookup is a binary search, not a scan of the list. */
+		X509_STORE_add_crl(t->store, crl);
+		sk_X509_CRL_push(t->crls, crl);
 	}
 	BIO_free(bio);
 	if (n == 0) {
-		snprintf(err, errlen, "--crl %s: no CRL found (%s)", path, ossl_reason());
+		file_error(f, err, errlen, "no CRL found (%s)", ossl_reason());
 		return -1;
 	}
 	ERR_clear_error();
 	return 0;
 }
 
-static int load_crls(SSL_CTX *ctx, const struct kg_options *o, char *err, size_t errlen)
+static bool ca_has_crl(const struct kg_client_trust *t, X509 *ca)
 {
-	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	for (int i = 0; i < sk_X509_CRL_num(t->crls); i++)
+		if (X509_NAME_cmp(X509_CRL_get_issuer(sk_X509_CRL_value(t->crls, i)),
+				  X509_get_subject_name(ca)) == 0)
+			return true;
+	return false;
+}
 
-	for (size_t i = 0; i < o->ncrls; i++)
-		if (load_crl_file(store, o->crl_files[i], err, errlen) < 0)
-			return -1;
-	if (o->ncrls)
-		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+/* chain mode: every CA we trust must come with its CRL, or the operator says
+ * that a missing one is acceptable. */
+static int check_crl_coverage(const struct kg_client_trust *t, const struct kg_auth_spec *a,
+			      char *err, size_t errlen)
+{
+	char subject[256];
+
+	if (!a->ncrls || a->crl_check != KG_CRL_CHAIN || a->crl_missing_allow)
+		return 0;
+	for (int i = 0; i < sk_X509_num(t->cas); i++) {
+		X509 *ca = sk_X509_value(t->cas, i);
+		if (ca_has_crl(t, ca))
+			continue;
+		name_text(X509_get_subject_name(ca), subject, sizeof(subject));
+		file_error(&a->crls[0], err, errlen,
+			   "no CRL for client CA \"%s\" (crl_check: chain); add its CRL or set crl_missing: allow",
+			   subject);
+		return -1;
+	}
 	return 0;
 }
 
-static int set_protocol_policy(SSL_CTX *ctx, const struct kg_options *o, char *err, size_t errlen)
+void kg_tls_trust_free(struct kg_client_trust *t)
 {
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+	X509_STORE_free(t->store);
+	sk_X509_pop_free(t->cas, X509_free);
+	sk_X509_NAME_pop_free(t->names, X509_NAME_free);
+	sk_X509_CRL_pop_free(t->crls, X509_CRL_free);
+	memset(t, 0, sizeof(*t));
+}
+
+int kg_tls_trust_new(const struct kg_auth_spec *a, struct kg_client_trust *t, char *err,
+		     size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	t->store = X509_STORE_new();
+	t->cas = sk_X509_new_null();
+	t->names = sk_X509_NAME_new_null();
+	t->crls = sk_X509_CRL_new_null();
+	if (!t->store || !t->cas || !t->names || !t->crls) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < a->nclient_cas; i++)
+		if (add_client_cas(t, &a->client_cas[i], err, errlen) < 0)
+			goto fail;
+	for (size_t i = 0; i < a->ncrls; i++)
+		if (add_crl_file(t, &a->crls[i], err, errlen) < 0)
+			goto fail;
+	if (check_crl_coverage(t, a, err, errlen) < 0)
+		goto fail;
+	if (a->ncrls)
+		X509_STORE_set_flags(t->store, X509_V_FLAG_CRL_CHECK |
+				     (a->crl_check == KG_CRL_CHAIN ? X509_V_FLAG_CRL_CHECK_ALL : 0));
+	return 0;
+fail:
+	kg_tls_trust_free(t);
+	return -1;
+}
+
+static int set_protocol_policy(SSL_CTX *ctx, const struct kg_listener_spec *l, char *err,
+			       size_t errlen)
+{
+	char where[512];
+
+	SSL_CTX_set_min_proto_version(ctx, l->min_version ? l->min_version : TLS1_2_VERSION);
+	SSL_CTX_set_max_proto_version(ctx, l->max_version ? l->max_version : TLS1_3_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
 				 SSL_OP_CIPHER_SERVER_PREFERENCE);
-	if (SSL_CTX_set_cipher_list(ctx, KG_TLS12_CIPHERS) != 1 ||
-	    SSL_CTX_set_ciphersuites(ctx, KG_TLS13_SUITES) != 1 ||
-	    SSL_CTX_set1_groups_list(ctx, KG_GROUPS) != 1) {
-		snprintf(err, errlen, "TLS policy rejected by OpenSSL: %s", ossl_reason());
+	kg_where_format(&l->at, where, sizeof(where));
+	if (SSL_CTX_set_cipher_list(ctx, l->ciphers ? l->ciphers : KG_TLS12_CIPHERS) != 1) {
+		snprintf(err, errlen, "%s: ciphers: no usable TLS 1.2 cipher (%s)", where, ossl_reason());
 		return -1;
 	}
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-	SSL_CTX_set_verify_depth(ctx, (int)o->verify_depth);
-	SSL_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+	if (SSL_CTX_set_ciphersuites(ctx, l->ciphersuites ? l->ciphersuites : KG_TLS13_SUITES) != 1) {
+		snprintf(err, errlen, "%s: ciphersuites: not a TLS 1.3 suite list (%s)", where, ossl_reason());
+		return -1;
+	}
+	if (SSL_CTX_set1_groups_list(ctx, l->groups ? l->groups : KG_GROUPS) != 1) {
+		snprintf(err, errlen, "%s: groups: unknown group in \"%s\"", where, l->groups);
+		return -1;
+	}
 	/* Stateless tickets, one per handshake: a second ticket costs CPU and bytes
 	 * that almost no client uses (DESIGN §6). The id context binds tickets to us. */
 	SSL_CTX_set_num_tickets(ctx, 1);
@@ -282,24 +528,45 @@ static int set_protocol_policy(SSL_CTX *ctx, const struct kg_options *o, char *e
 	return 0;
 }
 
-SSL_CTX *kg_tlsctx_new(const struct kg_options *o, char *err, size_t errlen)
+static int verify_mode(enum kg_client_auth a)
+{
+	switch (a) {
+	case KG_AUTH_NONE:
+		return SSL_VERIFY_NONE;
+	case KG_AUTH_OPTIONAL:
+		return SSL_VERIFY_PEER; /* a certificate, when sent, must verify */
+	case KG_AUTH_REQUIRED:
+		break;
+	}
+	return SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+}
+
+static void set_client_auth(SSL_CTX *ctx, const struct kg_auth_spec *a,
+			    const struct kg_client_trust *t)
+{
+	SSL_CTX_set_verify(ctx, verify_mode(a->client_auth), NULL);
+	SSL_CTX_set_verify_depth(ctx, (int)a->verify_depth);
+	/* OpenSSL checks purpose sslclient on client chains unless told otherwise. */
+	SSL_CTX_set_purpose(ctx, a->require_client_eku ? X509_PURPOSE_SSL_CLIENT : X509_PURPOSE_ANY);
+	SSL_CTX_set1_cert_store(ctx, t->store);
+	/* Advertised in CertificateRequest so clients with several certs pick ours. */
+	SSL_CTX_set_client_CA_list(ctx, SSL_dup_CA_list(t->names));
+}
+
+SSL_CTX *kg_tls_ctx_new(const struct kg_listener_spec *l, const struct kg_auth_spec *a,
+			const struct kg_client_trust *t, const struct kg_server_id *const *ids,
+			size_t nids, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	unsigned types_seen = 0;
 
 	if (!ctx) {
 		snprintf(err, errlen, "cannot create TLS context: %s", ossl_reason());
 		return NULL;
 	}
-	if (set_protocol_policy(ctx, o, err, errlen) < 0)
+	if (set_protocol_policy(ctx, l, err, errlen) < 0 ||
+	    add_identities(ctx, ids, nids, err, errlen) < 0)
 		goto fail;
-	for (size_t i = 0; i < o->ncerts; i++)
-		if (add_identity(ctx, &o->ids[i], &types_seen, err, errlen) < 0)
-			goto fail;
-	if (load_client_cas(ctx, o->client_ca_file, err, errlen) < 0)
-		goto fail;
-	if (load_crls(ctx, o, err, errlen) < 0)
-		goto fail;
+	set_client_auth(ctx, a, t);
 	ERR_clear_error();
 	return ctx;
 fail:

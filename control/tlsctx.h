@@ -1,11 +1,40 @@
-/* Builds the server SSL_CTX that every worker shares: identities, client CAs,
- * CRLs and the protocol policy. Validation errors name the flag and file. */
+/* TLS building blocks for one configuration generation: server identities
+ * (PEM, encrypted PEM, PKCS#12), client trust (CAs + CRLs) and the server
+ * SSL_CTX of a listener for one identity set and one auth block. Errors are
+ * one line that names where the value was written (flag or FILE:LINE:COL). */
 #ifndef KG_TLSCTX_H
 #define KG_TLSCTX_H
 #include <openssl/ssl.h>
 
-#include "options.h"
+#include "config.h"
 
-/* Returns NULL with one line in err ("--key F: key does not match certificate C"). */
-SSL_CTX *kg_tlsctx_new(const struct kg_options *o, char *err, size_t errlen);
+struct kg_server_id {
+	X509 *leaf;
+	STACK_OF(X509) *chain; /* intermediates, leaf excluded */
+	EVP_PKEY *key;
+	const char *type;      /* "ECDSA", "RSA", "Ed25519" */
+	const struct kg_identity_spec *spec;
+};
+
+/* Loads and checks (validity, key match, key type) one identity. */
+int kg_tls_load_identity(const struct kg_identity_spec *s, struct kg_server_id *out, char *err,
+			 size_t errlen);
+void kg_tls_identity_free(struct kg_server_id *id);
+
+/* Who a site trusts: its client CAs and CRLs, parsed once per generation. */
+struct kg_client_trust {
+	X509_STORE *store;          /* CAs + CRLs + CRL flags; shared by the site's contexts */
+	STACK_OF(X509) *cas;
+	STACK_OF(X509_NAME) *names; /* for CertificateRequest */
+	STACK_OF(X509_CRL) *crls;
+};
+int kg_tls_trust_new(const struct kg_auth_spec *a, struct kg_client_trust *t, char *err,
+		     size_t errlen);
+void kg_tls_trust_free(struct kg_client_trust *t);
+
+/* A server context: the listener's protocol settings, these identities (at
+ * most one per key type), this auth block's client verification. */
+SSL_CTX *kg_tls_ctx_new(const struct kg_listener_spec *l, const struct kg_auth_spec *a,
+			const struct kg_client_trust *t, const struct kg_server_id *const *ids,
+			size_t nids, char *err, size_t errlen);
 #endif

@@ -9,6 +9,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "proxy_v2.h"
 
 static void backend_give_up(struct kg_conn *c)
 {
@@ -32,8 +33,10 @@ static int open_backend_socket(const struct kg_addr *a)
 
 static void try_backend(struct kg_conn *c)
 {
-	const struct kg_options *o = c->w->rt->opt;
-	const struct kg_addr *a = &o->backends[(c->backend_idx + c->backend_tries) % o->nbackends];
+	const struct kg_auth_spec *auth = c->route->site->auth;
+	const struct kg_addr *a = &auth->backends[(c->backend_idx + c->backend_tries) %
+						  auth->nbackends].addr;
+	unsigned timeout_ms = c->gen->cfg.connect_timeout_ms;
 	struct io_uring_sqe *sqe;
 
 	snprintf(c->backend, sizeof(c->backend), "%s", a->text);
@@ -42,8 +45,8 @@ static void try_backend(struct kg_conn *c)
 		kg_backend_on_connect(c, -errno);
 		return;
 	}
-	c->connect_ts.tv_sec = o->connect_timeout_ms / 1000;
-	c->connect_ts.tv_nsec = (long long)(o->connect_timeout_ms % 1000) * 1000000;
+	c->connect_ts.tv_sec = timeout_ms / 1000;
+	c->connect_ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
 	kg_reserve_sqes(&c->w->ring, 2);
 	sqe = kg_get_sqe(&c->w->ring);
 	io_uring_prep_connect(sqe, c->bfd, (const struct sockaddr *)&a->ss, a->len);
@@ -56,30 +59,116 @@ static void try_backend(struct kg_conn *c)
 	c->inflight += 2;
 }
 
+static void start_relay(struct kg_conn *c)
+{
+	if (kg_ktls_wanted(c)) {
+		c->relay = &kg_relay_ktls;
+	} else {
+		c->relay = &kg_relay_user;
+		if (c->kt)
+			kg_ktls_conn_free(c); /* cipher the kernel lacks */
+	}
+	c->state = KG_CS_RELAY;
+	c->relay->start(c);
+}
+
+/* The name OpenSSL gives a key: "RSA2048", "EC256" in HAProxy's style. */
+static void key_alg_text(EVP_PKEY *key, char *buf, size_t cap)
+{
+	const char *type = EVP_PKEY_is_a(key, "EC") ? "EC" : EVP_PKEY_is_a(key, "RSA") ? "RSA"
+			   : EVP_PKEY_get0_type_name(key);
+
+	snprintf(buf, cap, "%s%d", type ? type : "unknown", EVP_PKEY_get_bits(key));
+}
+
+static void sig_alg_text(X509 *x, char *buf, size_t cap)
+{
+	int nid = X509_get_signature_nid(x);
+
+	snprintf(buf, cap, "%s", nid != NID_undef ? OBJ_nid2sn(nid) : "unknown");
+}
+
+static ssize_t encode_proxy_header(struct kg_conn *c, uint8_t *out, size_t cap)
+{
+	struct sockaddr_storage src, dst;
+	socklen_t slen = sizeof(src), dlen = sizeof(dst);
+	X509 *peer = SSL_get0_peer_certificate(c->ssl);
+	char cn[256] = "", spiffe[512] = "", key_alg[32] = "", sig_alg[64] = "";
+	uint8_t fp[32];
+	unsigned fplen = 0;
+	struct kg_pp2_info in = {
+		.version = SSL_get_version(c->ssl),
+		.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)),
+		.sni = c->peer.sni[0] ? c->peer.sni : NULL,
+		.has_cert = peer != NULL,
+		.resumed = SSL_session_reused(c->ssl),
+	};
+
+	if (getpeername(c->cfd, (struct sockaddr *)&src, &slen) == 0 &&
+	    getsockname(c->cfd, (struct sockaddr *)&dst, &dlen) == 0) {
+		in.src = (struct sockaddr *)&src;
+		in.dst = (struct sockaddr *)&dst;
+	}
+	if (peer) {
+		X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn, sizeof(cn));
+		in.cn = cn[0] ? cn : NULL;
+		if (kg_cert_spiffe_id(peer, spiffe, sizeof(spiffe)))
+			in.spiffe = spiffe;
+		if (X509_digest(peer, EVP_sha256(), fp, &fplen) == 1 && fplen == sizeof(fp))
+			in.fingerprint = fp;
+		key_alg_text(X509_get0_pubkey(peer), key_alg, sizeof(key_alg));
+		sig_alg_text(peer, sig_alg, sizeof(sig_alg));
+		in.key_alg = key_alg;
+		in.sig_alg = sig_alg;
+	}
+	return kg_pp2_encode(&in, out, cap);
+}
+
+/* The header goes out before any client byte, so the backend reads it first. */
+static void send_proxy_header(struct kg_conn *c)
+{
+	ssize_t n;
+
+	if (!kg_buf_ensure(&c->bout)) {
+		kg_conn_close(c, "out_of_memory");
+		return;
+	}
+	n = encode_proxy_header(c, c->bout.data, KG_BUF_SIZE);
+	if (n < 0) {
+		snprintf(c->peer.detail, sizeof(c->peer.detail), "PROXY v2 header too large");
+		kg_conn_close(c, "internal_error");
+		return;
+	}
+	c->bout.off = 0;
+	c->bout.len = (uint32_t)n;
+	c->pp2_pending = true;
+	kg_conn_send(c, c->bfd, KG_OP_BE_SEND, &c->bout);
+}
+
+void kg_backend_on_header_sent(struct kg_conn *c, int res)
+{
+	if (!kg_conn_send_progress(c, KG_OP_BE_SEND, res))
+		return; /* more to send, or the connection is closing */
+	c->pp2_pending = false;
+	start_relay(c);
+}
+
 void kg_backend_connect(struct kg_conn *c)
 {
-	const struct kg_options *o = c->w->rt->opt;
-
-	c->backend_idx = c->w->backend_rr++ % o->nbackends;
+	c->backend_idx = c->w->backend_rr++ % c->route->site->auth->nbackends;
 	c->backend_tries = 0;
 	try_backend(c);
 }
 
 void kg_backend_on_connect(struct kg_conn *c, int res)
 {
-	const struct kg_options *o = c->w->rt->opt;
 	struct io_uring_sqe *sqe;
 
 	if (res == 0) {
-		if (kg_ktls_wanted(c)) {
-			c->relay = &kg_relay_ktls;
-		} else {
-			c->relay = &kg_relay_user;
-			if (c->kt)
-				kg_ktls_conn_free(c); /* cipher the kernel lacks */
-		}
-		c->state = KG_CS_RELAY;
-		c->relay->start(c);
+		if (c->route->site->auth->proxy_v2)
+			send_proxy_header(c);
+		else
+			start_relay(c);
 		return;
 	}
 	if (res == -ECANCELED) {
@@ -100,7 +189,7 @@ void kg_backend_on_connect(struct kg_conn *c, int res)
 		io_uring_sqe_set_data64(sqe, kg_ud(NULL, KG_OP_IGNORE));
 		c->bfd = -1;
 	}
-	if (++c->backend_tries < o->nbackends) {
+	if (++c->backend_tries < c->route->site->auth->nbackends) {
 		try_backend(c);
 		return;
 	}

@@ -23,6 +23,10 @@ struct kg_conn *kg_conn_new(struct kg_worker *w, int fd, unsigned listener)
 	c->w = w;
 	c->id = ++w->next_conn_id;
 	c->listener = listener;
+	c->gen = w->gen;
+	kg_gen_ref(c->gen);
+	c->lrt = &c->gen->listeners[listener];
+	c->route = &c->lrt->routes[0];
 	c->cfd = fd;
 	c->bfd = -1;
 	c->start_ms = kg_now_ms();
@@ -75,6 +79,9 @@ static void log_access(struct kg_conn *c)
 		KG_S("subject", p->subject),
 		KG_S("issuer", p->issuer),
 		KG_S("serial", p->serial),
+		KG_S("fingerprint", p->fingerprint),
+		KG_S("site", c->route ? c->route->site->label : NULL),
+		KG_S("rule", p->rule),
 		KG_S("version", p->version),
 		KG_S("cipher", p->cipher),
 		KG_S("result", c->result ? c->result : "error"),
@@ -112,6 +119,7 @@ static void conn_free(struct kg_conn *c)
 		OPENSSL_cleanse(c->bin.data, KG_BUF_SIZE);
 	buf_release(&c->bin);
 	buf_release(&c->cout);
+	kg_gen_unref(c->gen);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -305,6 +313,8 @@ static void connecting_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 {
 	if (op == KG_OP_BE_CONNECT)
 		kg_backend_on_connect(c, res);
+	else if (op == KG_OP_BE_SEND && c->pp2_pending)
+		kg_backend_on_header_sent(c, res);
 	else if (op == KG_OP_CLI_SEND)
 		kg_conn_send_progress(c, op, res);
 }
@@ -345,7 +355,7 @@ void kg_conn_on_deadline(struct kg_conn *c)
 	case KG_CS_HANDSHAKE:
 		st->handshake_timeouts++;
 		snprintf(c->peer.detail, sizeof(c->peer.detail), "no complete handshake within %u ms",
-			 c->w->rt->opt->handshake_timeout_ms);
+			 c->gen->cfg.handshake_timeout_ms);
 		kg_hs_refuse(c, "handshake_timeout");
 		return;
 	case KG_CS_RELAY:

@@ -34,7 +34,9 @@ struct kg_peer_info {
 	char subject[256];
 	char issuer[256];
 	char serial[80];
+	char fingerprint[65];       /* SHA-256 of the leaf, hex */
 	char detail[160];
+	const char *rule;           /* the policy rule that refused */
 	const char *version;
 	const char *cipher;
 	bool resumed;
@@ -45,6 +47,9 @@ struct kg_conn {
 	struct kg_conn *prev, *next;
 	uint64_t id;
 	unsigned listener;
+	struct kg_gen *gen;             /* reference: the generation it started on */
+	const struct kg_listener_rt *lrt;
+	const struct kg_route *route;   /* picked from the SNI in the ClientHello */
 	int cfd, bfd;
 	enum kg_conn_state state;
 	unsigned inflight;          /* ring operations not yet completed */
@@ -64,6 +69,7 @@ struct kg_conn {
 	struct kg_buf bin, bout;    /* plaintext from / to the backend */
 
 	unsigned backend_idx, backend_tries;
+	bool pp2_pending;           /* PROXY v2 header on its way to the backend */
 	char backend[128];
 	struct __kernel_timespec connect_ts;
 
@@ -102,4 +108,8 @@ void kg_hs_on_client_bytes(struct kg_conn *c);
 void kg_hs_refuse(struct kg_conn *c, const char *reason);
 void kg_backend_connect(struct kg_conn *c);
 void kg_backend_on_connect(struct kg_conn *c, int res);
+/* The PROXY v2 header went out (or failed): start relaying. */
+void kg_backend_on_header_sent(struct kg_conn *c, int res);
+/* Installs the dataplane's handshake callbacks on a generation's context. */
+void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route);
 #endif

@@ -9,6 +9,7 @@
 #include "alert.h"
 #include "conn.h"
 #include "log.h"
+#include "policy.h"
 
 static int conn_ex_index = -1;
 static pthread_once_t ex_index_once = PTHREAD_ONCE_INIT;
@@ -40,22 +41,34 @@ static void serial_to_text(const X509 *x, char *buf, size_t cap)
 	BN_free(bn);
 }
 
-static void record_peer_cert(struct kg_conn *c, const X509 *x)
+static void record_peer_cert(struct kg_conn *c, X509 *x)
 {
 	name_to_text(X509_get_subject_name(x), c->peer.subject, sizeof(c->peer.subject));
 	name_to_text(X509_get_issuer_name(x), c->peer.issuer, sizeof(c->peer.issuer));
 	serial_to_text(x, c->peer.serial, sizeof(c->peer.serial));
+	kg_cert_fingerprint_hex(x, c->peer.fingerprint, sizeof(c->peer.fingerprint));
+}
+
+static struct kg_conn *conn_of_store(X509_STORE_CTX *store)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+
+	return ssl ? SSL_get_ex_data(ssl, conn_ex_index) : NULL;
 }
 
 /* Keeps OpenSSL's verdict (and so its alert); only remembers what to log. */
 static int verify_cb(int preverify_ok, X509_STORE_CTX *store)
 {
-	SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
-	struct kg_conn *c = SSL_get_ex_data(ssl, conn_ex_index);
+	struct kg_conn *c = conn_of_store(store);
 	X509 *leaf = X509_STORE_CTX_get0_cert(store);
+	int e = X509_STORE_CTX_get_error(store);
 
 	if (c && leaf && !c->peer.subject[0])
 		record_peer_cert(c, leaf);
+	/* crl_missing: allow - an intermediate without a CRL is accepted. */
+	if (c && !preverify_ok && e == X509_V_ERR_UNABLE_TO_GET_CRL &&
+	    c->route->site->auth->crl_missing_allow)
+		return 1;
 	if (c && !preverify_ok && !c->verify_err) {
 		c->verify_err = X509_STORE_CTX_get_error(store);
 		snprintf(c->peer.detail, sizeof(c->peer.detail), "%s (depth %d)",
@@ -65,10 +78,106 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store)
 	return preverify_ok;
 }
 
+/* The chain first, then who may pass: a refused client gets access_denied
+ * inside the handshake, never a finished handshake and a close. */
+static int verify_chain_cb(X509_STORE_CTX *store, void *arg)
+{
+	const struct kg_route *route = arg;
+	struct kg_conn *c = conn_of_store(store);
+	const char *rule = NULL;
+	int ok = X509_verify_cert(store);
+
+	if (ok <= 0 || !c)
+		return ok;
+	if (kg_policy_check(route->site->policy, X509_STORE_CTX_get0_cert(store), &rule))
+		return 1;
+	c->peer.rule = rule;
+	c->verify_err = X509_V_ERR_APPLICATION_VERIFICATION;
+	snprintf(c->peer.detail, sizeof(c->peer.detail), "refused by rule %s", rule);
+	X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+	return 0;
+}
+
+/* The server_name extension's first host_name (RFC 6066 §3), or "". */
+static void parse_sni(const unsigned char *p, size_t len, char *out, size_t cap)
+{
+	size_t list, n;
+
+	out[0] = '\0';
+	if (len < 5)
+		return;
+	list = (size_t)p[0] << 8 | p[1];
+	if (list + 2 != len || p[2] != TLSEXT_NAMETYPE_host_name)
+		return;
+	n = (size_t)p[3] << 8 | p[4];
+	if (n == 0 || n + 5 > len || n >= cap || memchr(p + 5, '\0', n))
+		return;
+	memcpy(out, p + 5, n);
+	out[n] = '\0';
+}
+
+static void use_route(struct kg_conn *c, const struct kg_route *r)
+{
+	SSL_set_SSL_CTX(c->ssl, r->ctx);
+	/* SSL_new copied these from the first context; the site decides them. */
+	SSL_set_verify(c->ssl, SSL_CTX_get_verify_mode(r->ctx), verify_cb);
+	SSL_set_verify_depth(c->ssl, SSL_CTX_get_verify_depth(r->ctx));
+	SSL_set_purpose(c->ssl, r->site->auth->require_client_eku ? X509_PURPOSE_SSL_CLIENT
+								  : X509_PURPOSE_ANY);
+	c->route = r;
+}
+
+/* Runs before anything else of the handshake: pick the site and the
+ * certificates for the name the client asks for. */
+static int client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct kg_conn *c = SSL_get_ex_data(ssl, conn_ex_index);
+	const unsigned char *ext;
+	size_t len;
+
+	if (!c)
+		return SSL_CLIENT_HELLO_SUCCESS;
+	c->peer.sni[0] = '\0';
+	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len))
+		parse_sni(ext, len, c->peer.sni, sizeof(c->peer.sni));
+	const struct kg_route *r = kg_listener_route(c->lrt, c->peer.sni[0] ? c->peer.sni : NULL);
+	if (r != c->route)
+		use_route(c, r);
+	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* A ticket resumes only where a full handshake would pass today: same site,
+ * and the certificate it carries still passes the site's rules. */
+static SSL_TICKET_RETURN ticket_cb(SSL *ssl, SSL_SESSION *sess, const unsigned char *name,
+				   size_t namelen, SSL_TICKET_STATUS status, void *arg)
+{
+	struct kg_conn *c = SSL_get_ex_data(ssl, conn_ex_index);
+	const char *rule;
+	X509 *peer;
+
+	if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	if (!c || kg_listener_route(c->lrt, SSL_SESSION_get0_hostname(sess)) != c->route)
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	peer = SSL_SESSION_get0_peer(sess);
+	if (peer ? !kg_policy_check(c->route->site->policy, peer, &rule)
+		 : c->route->site->auth->client_auth == KG_AUTH_REQUIRED)
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+}
+
+void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route)
+{
+	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
+	SSL_CTX_set_cert_verify_callback(ctx, verify_chain_cb, route);
+	SSL_CTX_set_session_ticket_cb(ctx, NULL, ticket_cb, NULL);
+	kg_ktls_prepare_ctx(ctx);
+}
+
 int kg_hs_start(struct kg_conn *c)
 {
 	pthread_once(&ex_index_once, make_ex_index);
-	c->ssl = SSL_new(c->w->rt->ssl_ctx);
+	c->ssl = SSL_new(c->route->ctx);
 	c->rbio = BIO_new(BIO_s_mem());
 	c->wbio = BIO_new(BIO_s_mem());
 	if (!c->ssl || !c->rbio || !c->wbio) {
@@ -79,14 +188,14 @@ int kg_hs_start(struct kg_conn *c)
 	}
 	SSL_set_bio(c->ssl, c->rbio, c->wbio);
 	SSL_set_ex_data(c->ssl, conn_ex_index, c);
-	SSL_set_verify(c->ssl, SSL_get_verify_mode(c->ssl), verify_cb);
+	use_route(c, c->route);
 	SSL_set_accept_state(c->ssl);
 	/* Secrets are captured for every connection: the kTLS handoff needs them,
 	 * and so does rewriting a refusal's alert under TLS 1.3. */
 	if (kg_ktls_conn_new(c) < 0)
 		return -1;
 	c->state = KG_CS_HANDSHAKE;
-	kg_conn_touch(c, c->w->rt->opt->handshake_timeout_ms);
+	kg_conn_touch(c, c->gen->cfg.handshake_timeout_ms);
 	kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
 	return 0;
 }
@@ -111,6 +220,8 @@ static const char *reason_from_verify_error(int e)
 		return "bad_signature";
 	case X509_V_ERR_INVALID_PURPOSE:
 		return "bad_purpose";
+	case X509_V_ERR_APPLICATION_VERIFICATION:
+		return "access_denied";
 	case X509_V_ERR_CERT_CHAIN_TOO_LONG:
 		return "chain_too_long";
 	case X509_V_ERR_UNABLE_TO_GET_CRL:
@@ -157,10 +268,6 @@ static const char *classify_failure(struct kg_conn *c)
 
 void kg_hs_refuse(struct kg_conn *c, const char *reason)
 {
-	const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
-
-	if (sni && !c->peer.sni[0]) /* which site the refused client wanted */
-		snprintf(c->peer.sni, sizeof(c->peer.sni), "%s", sni);
 	c->result = reason;
 	c->w->stats.handshakes_refused++;
 	kg_conn_linger(c);
@@ -168,10 +275,8 @@ void kg_hs_refuse(struct kg_conn *c, const char *reason)
 
 static void record_session(struct kg_conn *c)
 {
-	const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
 	X509 *peer = SSL_get0_peer_certificate(c->ssl);
 
-	snprintf(c->peer.sni, sizeof(c->peer.sni), "%s", sni ? sni : "");
 	c->peer.version = SSL_get_version(c->ssl);
 	c->peer.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
 	c->peer.resumed = SSL_session_reused(c->ssl);
@@ -190,7 +295,7 @@ static void handshake_done(struct kg_conn *c)
 	if (c->peer.resumed)
 		c->w->stats.handshakes_resumed++;
 	c->state = KG_CS_CONNECTING;
-	kg_conn_touch(c, c->w->rt->opt->idle_timeout_ms);
+	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
 	kg_backend_connect(c);
 }
 

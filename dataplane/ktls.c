@@ -33,7 +33,8 @@ static unsigned cipher_bit(int cipher)
 
 bool kg_ktls_wanted(const struct kg_conn *c)
 {
-	return c->kt && (c->w->rt->ktls_ciphers & cipher_bit(kg_ktls_cipher_of(c->ssl)));
+	return c->kt && c->lrt->spec->ktls != KG_KTLS_OFF &&
+	       (c->w->rt->ktls_ciphers & cipher_bit(kg_ktls_cipher_of(c->ssl)));
 }
 
 void kg_ktls_track_rx(struct kg_conn *c, const uint8_t *p, size_t len)
@@ -196,7 +197,7 @@ static void prepare(struct kg_conn *c)
 
 static void prep_start(struct kg_conn *c)
 {
-	kg_conn_touch(c, c->w->rt->opt->idle_timeout_ms);
+	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
 	if (!kg_buf_ensure(&c->bout)) {
 		kg_conn_close(c, "out_of_memory");
 		return;

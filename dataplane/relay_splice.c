@@ -217,7 +217,7 @@ static void on_splice_out(struct kg_conn *c, struct kg_splice_dir *d, int res)
 		return;
 	}
 	*(to_backend ? &c->bytes_in : &c->bytes_out) += (uint64_t)res;
-	kg_conn_touch(c, c->w->rt->opt->idle_timeout_ms);
+	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
 	d->in_pipe -= (uint32_t)res;
 	if (d->in_pipe)
 		splice_out(c, d);

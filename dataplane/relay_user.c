@@ -102,7 +102,7 @@ static void on_client_recv(struct kg_conn *c, int res)
 		maybe_finish(c);
 		return;
 	}
-	kg_conn_touch(c, c->w->rt->opt->idle_timeout_ms);
+	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
 	BIO_write(c->rbio, c->cin.data, res);
 	client_to_backend(c);
 }
@@ -124,7 +124,7 @@ static void on_backend_recv(struct kg_conn *c, int res)
 			shut_client(c);
 		return;
 	}
-	kg_conn_touch(c, c->w->rt->opt->idle_timeout_ms);
+	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
 	ERR_clear_error();
 	/* Memory BIO: the whole buffer becomes records at once. */
 	if (SSL_write(c->ssl, c->bin.data, res) != res) {
@@ -185,7 +185,7 @@ static void user_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 
 static void user_start(struct kg_conn *c)
 {
-	kg_conn_touch(c, c->w->rt->opt->idle_timeout_ms);
+	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
 	/* Application bytes may have arrived with the client's Finished. */
 	client_to_backend(c);
 	if (c->state == KG_CS_CLOSING)

@@ -43,8 +43,10 @@ void kg_reserve_sqes(struct io_uring *ring, unsigned n)
 		io_uring_submit(ring);
 }
 
-static int open_listener(const struct kg_addr *a, char *err, size_t errlen)
+static int open_listener(const struct kg_addr_spec *spec, char *err, size_t errlen)
 {
+	const struct kg_addr *a = &spec->addr;
+	char where[512];
 	int one = 1;
 	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -63,10 +65,39 @@ static int open_listener(const struct kg_addr *a, char *err, size_t errlen)
 		goto fail;
 	return fd;
 fail:
-	snprintf(err, errlen, "--listen %s: %s", a->text, strerror(errno));
+	kg_where_format(&spec->at, where, sizeof(where));
+	snprintf(err, errlen, spec->at.file ? "%s: %s: %s" : "%s %s: %s", where, a->text,
+		 strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	return -1;
+}
+
+static int open_listeners(struct kg_worker *w, char *err, size_t errlen)
+{
+	const struct kg_gen *g = w->gen;
+	int rc = 0;
+
+	for (size_t i = 0; i < g->cfg.nlisteners && rc == 0; i++) {
+		const struct kg_listener_spec *ls = &g->cfg.listeners[i];
+		for (size_t j = 0; j < ls->naddrs; j++) {
+			struct kg_listener *l = &w->listeners[w->nlisteners];
+			if (w->nlisteners == KG_MAX_LISTEN) {
+				snprintf(err, errlen, "at most %d listening addresses", KG_MAX_LISTEN);
+				rc = -1;
+				break;
+			}
+			l->fd = open_listener(&ls->addrs[j], err, errlen);
+			if (l->fd < 0) {
+				rc = -1;
+				break;
+			}
+			l->index = (unsigned)i;
+			l->worker = w;
+			w->nlisteners++;
+		}
+	}
+	return rc;
 }
 
 static int init_ring(struct io_uring *ring)
@@ -96,15 +127,10 @@ int kg_worker_init(struct kg_worker *w, unsigned id, int cpu, const struct kg_ru
 	w->cpu = cpu;
 	w->rt = rt;
 	w->wake_fd = -1;
-	for (size_t i = 0; i < rt->opt->nlisten; i++) {
-		struct kg_listener *l = &w->listeners[i];
-		l->fd = open_listener(&rt->opt->listen[i], err, errlen);
-		if (l->fd < 0)
-			goto fail;
-		l->index = (unsigned)i;
-		l->worker = w;
-		w->nlisteners++;
-	}
+	w->gen = rt->gen;
+	kg_gen_ref(w->gen);
+	if (open_listeners(w, err, errlen) < 0)
+		goto fail;
 	w->wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (w->wake_fd < 0) {
 		snprintf(err, errlen, "worker %u: eventfd: %s", id, strerror(errno));
@@ -121,6 +147,8 @@ fail:
 		close(w->listeners[i].fd);
 	if (w->wake_fd >= 0)
 		close(w->wake_fd);
+	kg_gen_unref(w->gen);
+	w->gen = NULL;
 	return -1;
 }
 
@@ -166,7 +194,7 @@ static void refuse_over_limit(struct kg_worker *w, int fd)
 	w->stats.conn_limit_hits++;
 	if (now - w->last_limit_log_ms >= 1000) {
 		w->last_limit_log_ms = now;
-		struct kg_field f[] = { KG_I("worker", w->id), KG_I("max_conns", w->rt->opt->max_conns),
+		struct kg_field f[] = { KG_I("worker", w->id), KG_I("max_conns", w->gen->cfg.max_conns),
 					KG_I("refused_total", w->stats.conn_limit_hits) };
 		kg_log_event(KG_LOG_WARN, "conn_limit", f, KG_NFIELDS(f));
 	}
@@ -193,7 +221,7 @@ static void on_accept(struct kg_listener *l, int res, unsigned flags)
 		close_fd_via_ring(w, res);
 		return;
 	}
-	if (w->nconns >= w->rt->opt->max_conns) {
+	if (w->nconns >= w->gen->cfg.max_conns) {
 		refuse_over_limit(w, res);
 		return;
 	}
@@ -213,7 +241,7 @@ static void start_drain(struct kg_worker *w)
 	struct io_uring_sqe *sqe;
 
 	w->draining = true;
-	w->drain_deadline_ms = kg_now_ms() + w->rt->opt->drain_timeout_ms;
+	w->drain_deadline_ms = kg_now_ms() + w->gen->cfg.drain_timeout_ms;
 	for (size_t i = 0; i < w->nlisteners; i++) {
 		if (!w->listeners[i].armed)
 			continue;
@@ -328,4 +356,6 @@ void kg_worker_request_stop(struct kg_worker *w)
 void kg_worker_join(struct kg_worker *w)
 {
 	pthread_join(w->thread, NULL);
+	kg_gen_unref(w->gen);
+	w->gen = NULL;
 }

@@ -7,17 +7,18 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "generation.h"
 #include "options.h"
 #include "ring.h"
 #include "stats.h"
 
 /* Immutable after start-up; shared by every worker. */
 struct kg_runtime {
-	const struct kg_options *opt;
-	SSL_CTX *ssl_ctx;
+	struct kg_gen *gen;    /* the generation workers start with */
 	bool ktls;             /* hand sessions to kernel TLS when the cipher allows */
 	unsigned ktls_ciphers; /* KG_KTLS_BIT_* the kernel accepts for TX and RX */
 };
+
 
 #define KG_KTLS_BIT_AES_128_GCM 1u
 #define KG_KTLS_BIT_AES_256_GCM 2u
@@ -27,7 +28,7 @@ struct kg_worker;
 
 struct kg_listener {
 	int fd;
-	unsigned index;
+	unsigned index; /* the configuration's listener this socket serves */
 	struct kg_worker *worker;
 	bool armed;
 } KG_ALIGNED;
@@ -40,6 +41,7 @@ struct kg_worker {
 	pthread_t thread;
 	struct io_uring ring;
 	const struct kg_runtime *rt;
+	struct kg_gen *gen;         /* own reference; new connections start on it */
 	struct kg_listener listeners[KG_MAX_LISTEN];
 	size_t nlisteners;
 	int wake_fd;
@@ -56,8 +58,9 @@ struct kg_worker {
 	struct kg_worker_stats stats;
 } KG_ALIGNED;
 
-/* Creates listener sockets (bound, listening) for every --listen address.
- * Errors name the address: "--listen 127.0.0.1:443: Address already in use". */
+/* Creates listener sockets (bound, listening) for every listener address of
+ * the current generation. Errors name the address and where it was written:
+ * "--listen 127.0.0.1:443: Address already in use". */
 int kg_worker_init(struct kg_worker *w, unsigned id, int cpu, const struct kg_runtime *rt,
 		   char *err, size_t errlen);
 int kg_worker_start(struct kg_worker *w);

@@ -88,6 +88,13 @@ def test_bad_crl(base, pki):
     assert_one_line_error(r, f"--crl {pki}/root-ca.crt: no CRL found")
 
 
+def test_crl_missing_for_a_trusted_ca_is_a_startup_error(base, pki):
+    """chain mode: every CA we trust needs its CRL, said before serving."""
+    r = run(*base(), "--crl", f"{pki}/intermediate.crl", "--check")
+    assert_one_line_error(r, f"--crl {pki}/intermediate.crl: no CRL for client CA",
+                          "CN=ktlsgate demo root CA", "set crl_missing: allow")
+
+
 def test_unreadable_key(base, pki, tmp_path):
     if os.geteuid() == 0:
         # root reads anything: make the path a directory instead

@@ -100,11 +100,13 @@ def test_revoked_with_crl(pki, sink_backend, start_daemon):
     assert sink_backend.connections == 1
 
 
-def test_crl_for_root_missing_refuses_chain(pki, sink_backend, start_daemon):
-    """CRL checking covers the whole chain: without the root's CRL nothing passes."""
-    d, port = start_daemon(sink_backend.addr, "--crl", f"{pki}/intermediate.crl")
+def test_crl_for_sent_intermediate_missing_refuses_chain(pki, sink_backend, start_daemon):
+    """CRL checking covers the whole chain: the intermediate the client sends
+    has no CRL loaded, so nothing under it passes."""
+    d, port = start_daemon(sink_backend.addr, "--crl", f"{pki}/root.crl")
     err = tlsclient.refusal(tlsclient.context(pki), port)
     assert "result=crl_missing" in d.wait_access(1)[-1], err
+    assert sink_backend.connections == 0
 
 
 def test_tls11_client_refused(pki, echo_backend, start_daemon):

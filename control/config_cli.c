@@ -1,0 +1,107 @@
+/* The quick command line (--listen --cert --key --client-ca --crl --backend)
+ * expressed as a configuration with one listener and no per-SNI sites. */
+#include "config.h"
+
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct kg_where flag_where(const char *flag)
+{
+	return (struct kg_where){ .key = flag };
+}
+
+static int set_file(struct kg_file *f, const char *flag, const char *path)
+{
+	f->path = strdup(path);
+	f->at = flag_where(flag);
+	return f->path ? 0 : -1;
+}
+
+static struct kg_file *files_from(const char *flag, const char *const *paths, size_t n)
+{
+	struct kg_file *f = calloc(n ? n : 1, sizeof(*f));
+
+	for (size_t i = 0; f && i < n; i++)
+		if (set_file(&f[i], flag, paths[i]) < 0)
+			return NULL; /* the caller frees what was set via the config */
+	return f;
+}
+
+static struct kg_addr_spec *addrs_from(const char *flag, const struct kg_addr *a, size_t n)
+{
+	struct kg_addr_spec *s = calloc(n ? n : 1, sizeof(*s));
+
+	for (size_t i = 0; s && i < n; i++) {
+		s[i].addr = a[i];
+		s[i].at = flag_where(flag);
+	}
+	return s;
+}
+
+static int identities_from(const struct kg_options *o, struct kg_listener_spec *l)
+{
+	l->ids = calloc(o->ncerts, sizeof(*l->ids));
+	if (!l->ids)
+		return -1;
+	l->nids = o->ncerts;
+	for (size_t i = 0; i < o->ncerts; i++) {
+		struct kg_identity_spec *id = &l->ids[i];
+		id->is_default = true; /* no SNI names: every identity serves every name */
+		id->at = flag_where("--cert");
+		if (set_file(&id->cert, "--cert", o->ids[i].cert_file) < 0 ||
+		    set_file(&id->key, "--key", o->ids[i].key_file) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int auth_from(const struct kg_options *o, struct kg_auth_spec *a)
+{
+	const char *ca = o->client_ca_file;
+
+	kg_auth_defaults(a);
+	a->verify_depth = o->verify_depth;
+	a->client_cas = files_from("--client-ca", &ca, 1);
+	a->nclient_cas = 1;
+	a->crls = files_from("--crl", o->crl_files, o->ncrls);
+	a->ncrls = o->ncrls;
+	a->backends = addrs_from("--backend", o->backends, o->nbackends);
+	a->nbackends = o->nbackends;
+	return a->client_cas && a->crls && a->backends ? 0 : -1;
+}
+
+int kg_config_from_options(const struct kg_options *o, struct kg_config *c, char *err,
+			   size_t errlen)
+{
+	struct kg_listener_spec *l;
+
+	kg_config_defaults(c);
+	c->workers = o->workers;
+	c->log_format = o->log_format;
+	c->ktls = o->ktls;
+	c->max_conns = o->max_conns;
+	c->handshake_timeout_ms = o->handshake_timeout_ms;
+	c->idle_timeout_ms = o->idle_timeout_ms;
+	c->connect_timeout_ms = o->connect_timeout_ms;
+	c->drain_timeout_ms = o->drain_timeout_ms;
+	c->listeners = l = calloc(1, sizeof(*l));
+	if (!l)
+		goto oom;
+	c->nlisteners = 1;
+	l->name = strdup("default");
+	l->min_version = TLS1_2_VERSION;
+	l->max_version = TLS1_3_VERSION;
+	l->ktls = o->ktls;
+	l->at = flag_where("--listen");
+	l->addrs = addrs_from("--listen", o->listen, o->nlisten);
+	l->naddrs = o->nlisten;
+	if (!l->name || !l->addrs || identities_from(o, l) < 0 || auth_from(o, &l->auth) < 0)
+		goto oom;
+	return 0;
+oom:
+	kg_config_free(c);
+	snprintf(err, errlen, "out of memory");
+	return -1;
+}
