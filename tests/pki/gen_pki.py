@@ -3,7 +3,10 @@
 
 root CA -> intermediate CA -> server (ECDSA and RSA) and client leaves, with
 the awkward cases an mTLS gateway must refuse: expired, not yet valid,
-revoked, from another CA, serverAuth-only. Uses python3-cryptography so
+revoked, under a revoked intermediate, from another CA, serverAuth-only; and
+for the policy and per-SNI tests: SPIFFE, wildcard-DNS and e-mail SANs, server
+identities for two names (alpha.test, *.beta.test), an encrypted key and a
+PKCS#12 bundle (passphrase in server-pass.txt). Uses python3-cryptography so
 validity periods can be backdated. Keys are unencrypted PKCS#8, mode 0600."""
 import datetime
 import ipaddress
@@ -13,6 +16,7 @@ import sys
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
@@ -71,6 +75,20 @@ class Out:
                                       serialization.NoEncryption()))
         os.chmod(path, 0o600)
 
+    def encrypted_key(self, fname, key, passphrase):
+        path = os.path.join(self.d, fname)
+        with open(path, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.BestAvailableEncryption(passphrase)))
+        os.chmod(path, 0o600)
+
+    def pkcs12(self, fname, key, cert, cas, passphrase):
+        path = os.path.join(self.d, fname)
+        with open(path, "wb") as f:
+            f.write(pkcs12.serialize_key_and_certificates(
+                b"ktlsgate", key, cert, cas, serialization.BestAvailableEncryption(passphrase)))
+        os.chmod(path, 0o600)
+
     def crl(self, fname, issuer, issuer_key, revoked=()):
         b = (x509.CertificateRevocationListBuilder().issuer_name(issuer.subject)
              .last_update(NOW - datetime.timedelta(hours=1)).next_update(NOW + 30 * DAY)
@@ -96,6 +114,22 @@ def client_leaf(out, fname, cn, inter, inter_key, **kw):
     out.cert(f"{fname}-chain.crt", cert, inter)
     out.key(f"{fname}.key", key)
     return cert
+
+
+def server_identities_for_sni(out, inter, inter_key):
+    """alpha.test (ECDSA, its key encrypted) and *.beta.test (PKCS#12 bundle)."""
+    passphrase = b"correct horse battery staple"
+    with open(os.path.join(out.d, "server-pass.txt"), "wb") as f:
+        f.write(passphrase + b"\n")
+    alpha_key = ec_key()
+    alpha = build(name("alpha.test"), alpha_key, inter, inter_key,
+                  eku=[ExtendedKeyUsageOID.SERVER_AUTH], sans=(x509.DNSName("alpha.test"),))
+    out.cert("server-alpha-chain.crt", alpha, inter)
+    out.encrypted_key("server-alpha.key", alpha_key, passphrase)
+    beta_key = ec_key()
+    beta = build(name("beta.test"), beta_key, inter, inter_key,
+                 eku=[ExtendedKeyUsageOID.SERVER_AUTH], sans=(x509.DNSName("*.beta.test"),))
+    out.pkcs12("server-beta.p12", beta_key, beta, [inter], passphrase)
 
 
 def main(outdir):
@@ -148,8 +182,23 @@ def main(outdir):
     out.cert("client-root.crt", root_client)
     out.key("client-root.key", root_client_key)
 
-    bundle = out.crl("root.crl", root, root_key)
+    bad_inter_key = ec_key()
+    bad_inter = build(name("ktlsgate revoked intermediate CA"), bad_inter_key, root, root_key,
+                      ca=True, pathlen=0)
+    out.cert("revoked-intermediate-ca.crt", bad_inter)
+    client_leaf(out, "client-under-revoked", "underrevoked.demo", bad_inter, bad_inter_key)
+    client_leaf(out, "client-payments", "payments.demo", inter, inter_key,
+                sans=(x509.UniformResourceIdentifier("spiffe://demo.test/payments/api"),))
+    client_leaf(out, "client-wild", "wild.demo", inter, inter_key,
+                sans=(x509.DNSName("*.wild.demo"),))
+    client_leaf(out, "client-mail", "mail.demo", inter, inter_key,
+                sans=(x509.RFC822Name("ops@Example.COM"),))
+    server_identities_for_sni(out, inter, inter_key)
+
+    bundle = out.crl("root.crl", root, root_key, revoked=(bad_inter.serial_number,))
     bundle += out.crl("intermediate.crl", inter, inter_key, revoked=(revoked.serial_number,))
+    # Its own CRL is clean: what refuses its leaves is the root revoking it.
+    bundle += out.crl("revoked-intermediate.crl", bad_inter, bad_inter_key)
     with open(os.path.join(outdir, "crl-bundle.pem"), "wb") as f:
         f.write(bundle)
     print(f"pki written to {outdir}")
