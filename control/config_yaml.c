@@ -27,6 +27,7 @@ struct ynode {
 	char *text;           /* scalar, NUL-terminated (len excludes it) */
 	size_t len;
 	bool plain;           /* unquoted scalar: may be null, a boolean or a number */
+	bool nopos;           /* libfyaml gives no mark for an empty scalar */
 	struct ynode **kids;  /* sequence items; mapping: key, value, key, value... */
 	size_t nkids;
 };
@@ -131,8 +132,9 @@ static int build(struct yload *yl, struct fy_event *e, unsigned depth, struct yn
 
 static void set_pos(struct ynode *n, const struct fy_mark *m)
 {
-	n->line = m && m->line >= 0 ? (unsigned)m->line + 1 : 1;
-	n->col = m && m->column >= 0 ? (unsigned)m->column + 1 : 1;
+	n->nopos = !m || m->line < 0 || m->column < 0;
+	n->line = n->nopos ? 1 : (unsigned)m->line + 1;
+	n->col = n->nopos ? 1 : (unsigned)m->column + 1;
 }
 
 static int add_kid(struct yload *yl, struct ynode *n, struct ynode *kid)
@@ -167,6 +169,11 @@ static int build_collection(struct yload *yl, struct ynode *n, enum fy_event_typ
 			ynode_free(kid);
 			return -1;
 		}
+		if (kid->nopos) { /* "key:" with nothing after it: point at the key */
+			const struct ynode *ref = end == FYET_MAPPING_END && n->nkids % 2 ? n->kids[n->nkids - 1] : n;
+			kid->line = ref->line;
+			kid->col = ref->col;
+		}
 		if (add_kid(yl, n, kid) < 0) {
 			ynode_free(kid);
 			return oom(yl->y, n, "yaml");
@@ -196,6 +203,11 @@ static int build(struct yload *yl, struct fy_event *e, unsigned depth, struct yn
 		tag = e->scalar.tag;
 		n->type = Y_SCALAR;
 		n->plain = fy_token_scalar_style(e->scalar.value) == FYSS_PLAIN;
+		/* libfyaml marks the text inside the quotes; point at the quote */
+		if (!n->nopos && n->col > 1 &&
+		    (fy_token_scalar_style(e->scalar.value) == FYSS_SINGLE_QUOTED ||
+		     fy_token_scalar_style(e->scalar.value) == FYSS_DOUBLE_QUOTED))
+			n->col--;
 		n->text = malloc(len + 1);
 		if (!n->text)
 			return oom(yl->y, n, "yaml");
@@ -216,12 +228,18 @@ static int build(struct yload *yl, struct fy_event *e, unsigned depth, struct yn
 		rc = build_collection(yl, n, FYET_MAPPING_END, depth);
 		break;
 	case FYET_ALIAS:
+		if (n->col > 1)
+			n->col--; /* the mark is past the '*' */
 		return fail(yl->y, n, "yaml", "anchors and aliases are not supported");
 	default:
 		return fail(yl->y, n, "yaml", "unexpected YAML event");
 	}
-	if (rc == 0 && tag)
-		return fail(yl->y, n, "yaml", "tags are not supported");
+	if (rc == 0 && tag) {
+		struct ynode at;
+
+		set_pos(&at, fy_token_start_mark(tag));
+		return fail(yl->y, at.nopos ? n : &at, "yaml", "tags are not supported");
+	}
 	return rc;
 }
 
@@ -469,7 +487,7 @@ static int set_duration(struct yctx *y, const struct ynode *n, const char *key, 
 	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
 		if (!strcmp(s, units[i].unit))
 			break;
-	if (i == sizeof(units) / sizeof(units[0]) || (!*s && !n->plain))
+	if (i == sizeof(units) / sizeof(units[0]))
 		goto bad;
 	v *= units[i].ms;
 	if (v == 0)
@@ -584,7 +602,7 @@ static int unknown_key(struct yctx *y, const struct ynode *k, const struct ykey 
 	for (size_t i = 0; i < nkeys; i++) {
 		size_t d = strcasecmp(k->text, keys[i].name) == 0 ? 0
 			 : edit_distance(k->text, keys[i].name);
-		if (d < best_d && d * 3 <= strlen(keys[i].name)) {
+		if (d < best_d && (d <= 1 || d * 3 <= strlen(keys[i].name))) {
 			best = keys[i].name;
 			best_d = d;
 		}
@@ -1313,7 +1331,7 @@ static int l_tls(struct yctx *y, const struct ynode *v, const char *key, void *o
 	if (l->min_version > l->max_version) {
 		const struct ynode *at = find(v, "min_version");
 		return fail(y, at ? at : find(v, "max_version"), at ? "min_version" : "max_version",
-			    "min_version is above max_version");
+			    at ? "is above max_version" : "is below min_version");
 	}
 	return 0;
 }
