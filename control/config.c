@@ -28,6 +28,19 @@ void kg_config_defaults(struct kg_config *c)
 	c->kill_revoked_on_crl_update = true;
 }
 
+void kg_config_apply_overrides(struct kg_config *c, const struct kg_options *o)
+{
+	if (o->workers)
+		c->workers = o->workers;
+	if (o->log_format_set)
+		c->log_format = o->log_format;
+	if (o->ktls_set) {
+		c->ktls = o->ktls;
+		for (size_t i = 0; i < c->nlisteners; i++)
+			c->listeners[i].ktls = o->ktls;
+	}
+}
+
 void kg_where_format(const struct kg_where *w, char *buf, size_t cap)
 {
 	if (!w->file)

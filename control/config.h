@@ -157,6 +157,10 @@ void kg_file_list_free(struct kg_file *f, size_t n);
  * files it names). On error returns -1 with "FILE:LINE:COL: key: reason". */
 int kg_config_load_yaml(const char *path, struct kg_config *c, char *err, size_t errlen);
 
+/* --workers, --log-format and --ktls given with --config: the command line
+ * wins (--ktls for every listener too). */
+void kg_config_apply_overrides(struct kg_config *c, const struct kg_options *o);
+
 /* The quick command line as a one-listener configuration. */
 int kg_config_from_options(const struct kg_options *o, struct kg_config *c, char *err,
 			   size_t errlen);

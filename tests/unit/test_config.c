@@ -249,6 +249,21 @@ static void test_sites(void)
 	CHECK_STR(l->name, "listener[1]");
 	CHECK(l->ktls == KG_KTLS_REQUIRED && l->auth.client_auth == KG_AUTH_NONE);
 	CHECK(l->nids == 2 && !l->ids[0].is_default && l->ids[1].is_default);
+
+	/* --workers/--log-format/--ktls next to --config: the command line wins */
+	{
+		struct kg_options o;
+
+		kg_options_defaults(&o);
+		kg_config_apply_overrides(&c, &o);
+		CHECK(c.workers == 0 && c.log_format == KG_LOG_JSON && c.ktls == KG_KTLS_OFF);
+		o.workers = 4;
+		o.log_format = KG_LOG_TEXT, o.log_format_set = true;
+		o.ktls = KG_KTLS_AUTO, o.ktls_set = true;
+		kg_config_apply_overrides(&c, &o);
+		CHECK(c.workers == 4 && c.log_format == KG_LOG_TEXT && c.ktls == KG_KTLS_AUTO);
+		CHECK(c.listeners[0].ktls == KG_KTLS_AUTO && c.listeners[1].ktls == KG_KTLS_AUTO);
+	}
 	kg_config_free(&c);
 }
 
