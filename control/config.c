@@ -28,6 +28,19 @@ void kg_config_defaults(struct kg_config *c)
 	c->kill_revoked_on_crl_update = true;
 }
 
+void kg_config_apply_overrides(struct kg_config *c, const struct kg_options *o)
+{
+	if (o->workers)
+		c->workers = o->workers;
+	if (o->log_format_set)
+		c->log_format = o->log_format;
+	if (o->ktls_set) {
+		c->ktls = o->ktls;
+		for (size_t i = 0; i < c->nlisteners; i++)
+			c->listeners[i].ktls = o->ktls;
+	}
+}
+
 void kg_where_format(const struct kg_where *w, char *buf, size_t cap)
 {
 	if (!w->file)
@@ -51,7 +64,7 @@ static void free_strv(char **v, size_t n)
 	free(v);
 }
 
-static void free_rule_list(struct kg_rule_spec *r, size_t n)
+void kg_rule_list_free(struct kg_rule_spec *r, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		for (size_t j = 0; j < r[i].nconds; j++)
@@ -62,21 +75,105 @@ static void free_rule_list(struct kg_rule_spec *r, size_t n)
 	free(r);
 }
 
-static void free_files(struct kg_file *f, size_t n)
+void kg_file_list_free(struct kg_file *f, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		free(f[i].path);
 	free(f);
 }
 
-static void free_auth(struct kg_auth_spec *a)
+void kg_auth_free(struct kg_auth_spec *a)
 {
-	free_files(a->client_cas, a->nclient_cas);
-	free_files(a->crls, a->ncrls);
-	free_rule_list(a->rules.allow, a->rules.nallow);
-	free_rule_list(a->rules.deny, a->rules.ndeny);
+	kg_file_list_free(a->client_cas, a->nclient_cas);
+	kg_file_list_free(a->crls, a->ncrls);
+	kg_rule_list_free(a->rules.allow, a->rules.nallow);
+	kg_rule_list_free(a->rules.deny, a->rules.ndeny);
 	free(a->backends);
 	memset(a, 0, sizeof(*a));
+}
+
+static int copy_strv(char ***dst, size_t *ndst, char *const *src, size_t n)
+{
+	*dst = n ? calloc(n, sizeof(**dst)) : NULL;
+	*ndst = 0;
+	if (n && !*dst)
+		return -1;
+	for (; *ndst < n; (*ndst)++)
+		if (!((*dst)[*ndst] = strdup(src[*ndst])))
+			return -1;
+	return 0;
+}
+
+static int copy_files(struct kg_file **dst, size_t *ndst, const struct kg_file *src, size_t n)
+{
+	*dst = n ? calloc(n, sizeof(**dst)) : NULL;
+	*ndst = 0;
+	if (n && !*dst)
+		return -1;
+	for (; *ndst < n; (*ndst)++) {
+		(*dst)[*ndst].at = src[*ndst].at;
+		if (!((*dst)[*ndst].path = strdup(src[*ndst].path)))
+			return -1;
+	}
+	return 0;
+}
+
+static int copy_rules(struct kg_rule_spec **dst, size_t *ndst, const struct kg_rule_spec *src,
+		      size_t n)
+{
+	*dst = n ? calloc(n, sizeof(**dst)) : NULL;
+	*ndst = 0;
+	if (n && !*dst)
+		return -1;
+	/* Counted before filled (calloc'd), so a failure half-way is still freed. */
+	while (*ndst < n) {
+		struct kg_rule_spec *d = &(*dst)[*ndst];
+		const struct kg_rule_spec *s = &src[(*ndst)++];
+
+		d->at = s->at;
+		if (s->name && !(d->name = strdup(s->name)))
+			return -1;
+		d->conds = s->nconds ? calloc(s->nconds, sizeof(*d->conds)) : NULL;
+		if (s->nconds && !d->conds)
+			return -1;
+		while (d->nconds < s->nconds) {
+			struct kg_cond *dc = &d->conds[d->nconds];
+			const struct kg_cond *sc = &s->conds[d->nconds++];
+
+			dc->what = sc->what;
+			dc->at = sc->at;
+			if (copy_strv(&dc->values, &dc->nvalues, sc->values, sc->nvalues) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* Sites start from their listener's settings, so every list is duplicated:
+ * a site's override then frees only its own copy. */
+int kg_auth_copy(struct kg_auth_spec *dst, const struct kg_auth_spec *src)
+{
+	*dst = *src;
+	dst->client_cas = NULL, dst->nclient_cas = 0;
+	dst->crls = NULL, dst->ncrls = 0;
+	memset(&dst->rules, 0, sizeof(dst->rules));
+	dst->backends = NULL, dst->nbackends = 0;
+	if (copy_files(&dst->client_cas, &dst->nclient_cas, src->client_cas, src->nclient_cas) < 0 ||
+	    copy_files(&dst->crls, &dst->ncrls, src->crls, src->ncrls) < 0 ||
+	    copy_rules(&dst->rules.allow, &dst->rules.nallow, src->rules.allow, src->rules.nallow) < 0 ||
+	    copy_rules(&dst->rules.deny, &dst->rules.ndeny, src->rules.deny, src->rules.ndeny) < 0)
+		goto error;
+	if (src->nbackends) {
+		dst->backends = malloc(src->nbackends * sizeof(*dst->backends));
+		if (!dst->backends)
+			goto error;
+		memcpy(dst->backends, src->backends, src->nbackends * sizeof(*dst->backends));
+		dst->nbackends = src->nbackends;
+	}
+	return 0;
+error:
+	kg_auth_free(dst);
+	return -1;
 }
 
 static void free_identity(struct kg_identity_spec *id)
@@ -98,10 +195,10 @@ static void free_listener(struct kg_listener_spec *l)
 	for (size_t i = 0; i < l->nids; i++)
 		free_identity(&l->ids[i]);
 	free(l->ids);
-	free_auth(&l->auth);
+	kg_auth_free(&l->auth);
 	for (size_t i = 0; i < l->nsites; i++) {
 		free_strv(l->sites[i].names, l->sites[i].nnames);
-		free_auth(&l->sites[i].auth);
+		kg_auth_free(&l->sites[i].auth);
 	}
 	free(l->sites);
 }

@@ -146,10 +146,20 @@ struct kg_config {
 void kg_config_defaults(struct kg_config *c);
 void kg_auth_defaults(struct kg_auth_spec *a);
 void kg_config_free(struct kg_config *c);
+/* Deep copy (a site starts from its listener's auth); on failure dst is left
+ * empty and -1 is returned. */
+int kg_auth_copy(struct kg_auth_spec *dst, const struct kg_auth_spec *src);
+void kg_auth_free(struct kg_auth_spec *a);
+void kg_rule_list_free(struct kg_rule_spec *r, size_t n);
+void kg_file_list_free(struct kg_file *f, size_t n);
 
 /* Parses and validates the YAML file (syntax, keys, types, values; not the
  * files it names). On error returns -1 with "FILE:LINE:COL: key: reason". */
 int kg_config_load_yaml(const char *path, struct kg_config *c, char *err, size_t errlen);
+
+/* --workers, --log-format and --ktls given with --config: the command line
+ * wins (--ktls for every listener too). */
+void kg_config_apply_overrides(struct kg_config *c, const struct kg_options *o);
 
 /* The quick command line as a one-listener configuration. */
 int kg_config_from_options(const struct kg_options *o, struct kg_config *c, char *err,

@@ -42,6 +42,10 @@ void kg_options_usage(FILE *out)
 {
 	fputs("usage: ktlsgate --listen HOST:PORT --cert FILE --key FILE --client-ca FILE\n"
 	      "                --backend HOST:PORT|unix:/path [options]\n"
+	      "       ktlsgate --config FILE [--check] [--workers N] [--log-format F] [--ktls M]\n"
+	      "  --config FILE            YAML configuration (see configs/ktlsgate.yaml); only\n"
+	      "                           --check, --workers, --log-format and --ktls may be added,\n"
+	      "                           and they win over the file\n"
 	      "  --listen HOST:PORT       address to accept mTLS on (repeatable; [::1]:443 for IPv6)\n"
 	      "  --cert FILE --key FILE   server identity: PEM chain (leaf first) and its key;\n"
 	      "                           repeat the pair for an ECDSA and an RSA identity\n"
@@ -174,6 +178,7 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 			o->log_format = KG_LOG_JSON;
 		else
 			FAIL("--log-format %s: expected text or json", arg);
+		o->log_format_set = true;
 		return KG_PARSE_OK;
 	case OPT_KTLS:
 		if (strcmp(arg, "auto") == 0)
@@ -184,6 +189,7 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 			o->ktls = KG_KTLS_REQUIRED;
 		else
 			FAIL("--ktls %s: expected auto, off or required", arg);
+		o->ktls_set = true;
 		return KG_PARSE_OK;
 	case OPT_CHECK:
 		o->check = true;
@@ -195,11 +201,18 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 	FAIL("internal error: option %d", opt);
 }
 
+/* With --config the file describes listeners, identities, auth and timeouts;
+ * a flag for them as well would leave two answers to one question. */
+static bool combines_with_config(int opt)
+{
+	return opt == OPT_CHECK || opt == OPT_CONFIG || opt == OPT_WORKERS ||
+	       opt == OPT_LOG_FORMAT || opt == OPT_KTLS;
+}
+
 static enum kg_parse_result check_required(const struct kg_options *o, char *err, size_t errlen)
 {
 	if (o->config_file)
-		FAIL("--config %s: configuration files are not supported by this version; "
-		     "use the command-line options", o->config_file);
+		return KG_PARSE_OK;
 	if (o->nlisten == 0)
 		FAIL("missing required option --listen");
 	if (o->ncerts == 0)
@@ -218,7 +231,7 @@ static enum kg_parse_result check_required(const struct kg_options *o, char *err
 enum kg_parse_result kg_options_parse(int argc, char **argv, struct kg_options *o,
 				      char *err, size_t errlen)
 {
-	int opt;
+	int opt, file_flag = 0; /* the first flag --config excludes */
 	enum kg_parse_result r;
 
 	kg_options_defaults(o);
@@ -240,7 +253,12 @@ enum kg_parse_result kg_options_parse(int argc, char **argv, struct kg_options *
 		r = set_option(o, opt, optarg, err, errlen);
 		if (r != KG_PARSE_OK)
 			return r;
+		if (!file_flag && !combines_with_config(opt))
+			file_flag = opt;
 	}
+	if (o->config_file && file_flag)
+		FAIL("--%s: not allowed with --config (set it in the file)",
+		     long_options[file_flag - OPT_LISTEN].name);
 	if (optind < argc)
 		FAIL("unexpected argument '%s' (see --help)", argv[optind]);
 	return check_required(o, err, errlen);

@@ -21,7 +21,7 @@ struct kg_identity_files {
 };
 
 struct kg_options {
-	const char *config_file;
+	const char *config_file;     /* then only workers, log_format, ktls and check are set */
 	struct kg_addr listen[KG_MAX_LISTEN];
 	size_t nlisten;
 	struct kg_identity_files ids[KG_MAX_IDENTITIES];
@@ -40,6 +40,7 @@ struct kg_options {
 	unsigned drain_timeout_ms;
 	enum kg_log_format log_format;
 	enum kg_ktls_mode ktls;
+	bool log_format_set, ktls_set; /* given: they win over the --config file */
 	bool check;
 };
 

@@ -48,5 +48,32 @@ int main(void)
 	CHECK(PARSE("ktlsgate", "--listen", "127.0.0.1:1", "--cert", "c", "--key", "k",
 		    "--client-ca", "ca") == KG_PARSE_ERROR);
 	CHECK_STR(err, "missing required option --backend");
+
+	/* --config: the file has the listeners; only a few flags may be added */
+	CHECK(PARSE("ktlsgate", "--config", "/etc/k.yaml") == KG_PARSE_OK);
+	CHECK_STR(o.config_file, "/etc/k.yaml");
+	CHECK(!o.log_format_set && !o.ktls_set && o.workers == 0 && !o.check);
+	CHECK(PARSE("ktlsgate", "--config", "k.yaml", "--check", "--workers", "2",
+		    "--log-format", "json", "--ktls", "off") == KG_PARSE_OK);
+	CHECK(o.check && o.workers == 2 && o.log_format == KG_LOG_JSON && o.log_format_set);
+	CHECK(o.ktls == KG_KTLS_OFF && o.ktls_set);
+	CHECK(PARSE("ktlsgate", "--config", "k.yaml", "--listen", "127.0.0.1:1") == KG_PARSE_ERROR);
+	CHECK_STR(err, "--listen: not allowed with --config (set it in the file)");
+	CHECK(PARSE("ktlsgate", "--cert", "c", "--config", "k.yaml") == KG_PARSE_ERROR);
+	CHECK_STR(err, "--cert: not allowed with --config (set it in the file)");
+	CHECK(PARSE("ktlsgate", "--config", "k.yaml", "--key", "k") == KG_PARSE_ERROR);
+	CHECK_STR(err, "--key: not allowed with --config (set it in the file)");
+	CHECK(PARSE("ktlsgate", "--config", "k.yaml", "--client-ca", "ca") == KG_PARSE_ERROR);
+	CHECK_STR(err, "--client-ca: not allowed with --config (set it in the file)");
+	CHECK(PARSE("ktlsgate", "--config", "k.yaml", "--backend", "127.0.0.1:2") == KG_PARSE_ERROR);
+	CHECK_STR(err, "--backend: not allowed with --config (set it in the file)");
+	CHECK(PARSE("ktlsgate", "--config", "k.yaml", "--crl", "x.crl") == KG_PARSE_ERROR);
+	CHECK_STR(err, "--crl: not allowed with --config (set it in the file)");
+	CHECK(PARSE("ktlsgate", "--config", "k.yaml", "--verify-depth", "3") == KG_PARSE_ERROR);
+	CHECK_STR(err, "--verify-depth: not allowed with --config (set it in the file)");
+	CHECK(PARSE("ktlsgate", "--config", "k.yaml", "--idle-timeout", "3") == KG_PARSE_ERROR);
+	CHECK_STR(err, "--idle-timeout: not allowed with --config (set it in the file)");
+	CHECK(PARSE("ktlsgate", "--workers", "2", "--ktls", "auto") == KG_PARSE_ERROR);
+	CHECK_STR(err, "missing required option --listen");
 	return T_DONE();
 }
