@@ -38,14 +38,33 @@ static uint64_t ids_serving(const struct kg_listener_rt *l, const char *pattern)
 	return mask;
 }
 
+static bool same_names(const struct kg_identity_spec *a, const struct kg_identity_spec *b)
+{
+	if (a->nsni != b->nsni)
+		return false;
+	for (size_t i = 0; i < a->nsni; i++)
+		if (!strv_has(b->sni, b->nsni, a->sni[i]))
+			return false;
+	return true;
+}
+
+/* The default identity, with its partners of other key types for the same
+ * names: an ECDSA + RSA pair stays a pair for clients that send no SNI. */
 static uint64_t default_ids(const struct kg_listener_rt *l)
 {
 	uint64_t mask = 0;
+	size_t d = 0;
 
 	for (size_t i = 0; i < l->nids; i++)
 		if (l->ids[i].spec->is_default)
+			mask |= 1ull << (d = i);
+	if (!mask)
+		mask = 1; /* the parser makes one default; be safe anyway */
+	for (size_t i = 0; i < l->nids; i++)
+		if (!l->ids[i].spec->is_default && same_names(l->ids[i].spec, l->ids[d].spec) &&
+		    strcmp(l->ids[i].type, l->ids[d].type) != 0)
 			mask |= 1ull << i;
-	return mask ? mask : 1; /* the parser makes one default; be safe anyway */
+	return mask;
 }
 
 /* Exact name first, then its wildcard, then the defaults. */

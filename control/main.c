@@ -221,8 +221,13 @@ static struct kg_gen *load_generation(const struct kg_options *opt)
 	struct kg_gen *g;
 	char err[1024];
 
-	if (kg_config_from_options(opt, &cfg, err, sizeof(err)) < 0)
+	if (opt->config_file) {
+		if (kg_config_load_yaml(opt->config_file, &cfg, err, sizeof(err)) < 0)
+			die(err);
+		kg_config_apply_overrides(&cfg, opt);
+	} else if (kg_config_from_options(opt, &cfg, err, sizeof(err)) < 0) {
 		die(err);
+	}
 	kg_log_set_format(cfg.log_format);
 	g = kg_gen_build(&cfg, 1, kg_hs_prepare_ctx, err, sizeof(err));
 	if (!g)
