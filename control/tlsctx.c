@@ -163,6 +163,21 @@ static int pem_pass_cb(char *buf, int size, int rwflag, void *u)
 	return (int)n;
 }
 
+/* Whether a PEM key file is encrypted (PKCS#8 or the legacy Proc-Type form):
+ * OpenSSL's error for a wrong passphrase is a cipher error, not a hint. */
+static bool pem_is_encrypted(const struct kg_file *f)
+{
+	char line[256];
+	bool found = false;
+	FILE *fp = fopen(f->path, "r");
+
+	while (fp && !found && fgets(line, sizeof(line), fp))
+		found = strstr(line, "BEGIN ENCRYPTED PRIVATE KEY") || strstr(line, "Proc-Type: 4,ENCRYPTED");
+	if (fp)
+		fclose(fp);
+	return found;
+}
+
 static EVP_PKEY *read_key(const struct kg_identity_spec *s, const char *pass, char *err,
 			  size_t errlen)
 {
@@ -174,11 +189,7 @@ static EVP_PKEY *read_key(const struct kg_identity_spec *s, const char *pass, ch
 	/* Without a passphrase file an encrypted key must fail, not prompt. */
 	key = PEM_read_bio_PrivateKey(bio, NULL, pem_pass_cb, (void *)(pass ? pass : ""));
 	if (!key) {
-		unsigned long e = ERR_peek_last_error();
-		bool bad_pass = ERR_GET_REASON(e) == PEM_R_BAD_DECRYPT ||
-				ERR_GET_REASON(e) == PEM_R_BAD_PASSWORD_READ ||
-				ERR_GET_REASON(e) == EVP_R_BAD_DECRYPT;
-		if (bad_pass)
+		if (pem_is_encrypted(&s->key))
 			file_error(&s->key, err, errlen, pass ? "wrong passphrase (from %s)" :
 				   "key is encrypted: give passphrase_file%s", pass ? s->passphrase_file.path : "");
 		else

@@ -146,6 +146,31 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
 	return SSL_CLIENT_HELLO_SUCCESS;
 }
 
+/* OpenSSL keeps no SNI in TLS 1.3 server sessions: the ticket carries the
+ * name the client asked for, so its route can be found again. */
+static int ticket_gen_cb(SSL *ssl, void *arg)
+{
+	struct kg_conn *c = SSL_get_ex_data(ssl, conn_ex_index);
+	SSL_SESSION *sess = SSL_get_session(ssl);
+
+	if (!c || !sess)
+		return 1;
+	return SSL_SESSION_set1_ticket_appdata(sess, c->peer.sni, strlen(c->peer.sni));
+}
+
+static const struct kg_route *ticket_route(const struct kg_conn *c, SSL_SESSION *sess)
+{
+	char sni[sizeof(c->peer.sni)];
+	void *data = NULL;
+	size_t len = 0;
+
+	if (!SSL_SESSION_get0_ticket_appdata(sess, &data, &len) || len >= sizeof(sni))
+		return NULL;
+	memcpy(sni, data, len);
+	sni[len] = '\0';
+	return kg_listener_route(c->lrt, len ? sni : NULL);
+}
+
 /* A ticket resumes only where a full handshake would pass today: same site,
  * and the certificate it carries still passes the site's rules. */
 static SSL_TICKET_RETURN ticket_cb(SSL *ssl, SSL_SESSION *sess, const unsigned char *name,
@@ -157,7 +182,7 @@ static SSL_TICKET_RETURN ticket_cb(SSL *ssl, SSL_SESSION *sess, const unsigned c
 
 	if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
 		return SSL_TICKET_RETURN_IGNORE_RENEW;
-	if (!c || kg_listener_route(c->lrt, SSL_SESSION_get0_hostname(sess)) != c->route)
+	if (!c || ticket_route(c, sess) != c->route)
 		return SSL_TICKET_RETURN_IGNORE_RENEW;
 	peer = SSL_SESSION_get0_peer(sess);
 	if (peer ? !kg_policy_check(c->route->site->policy, peer, &rule)
@@ -170,7 +195,7 @@ void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route)
 {
 	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
 	SSL_CTX_set_cert_verify_callback(ctx, verify_chain_cb, route);
-	SSL_CTX_set_session_ticket_cb(ctx, NULL, ticket_cb, NULL);
+	SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_cb, NULL);
 	kg_ktls_prepare_ctx(ctx);
 }
 

@@ -186,9 +186,38 @@ class Daemon:
 
 
 @pytest.fixture
-def start_daemon(pki, tmp_path):
+def daemons():
+    """Every daemon a test starts; stopped afterwards, sanitizer reports fail the test."""
+    started = []
+    yield started
+    for d in started:
+        rc = d.stop()
+        # A sanitizer report makes the process exit non-zero: fail the test.
+        if SANITIZED and rc not in (0, None, -signal.SIGKILL):
+            raise AssertionError(f"ktlsgate exited {rc} under sanitizers:\n{d.text()[-6000:]}")
+        assert "ERROR: AddressSanitizer" not in d.text(), d.text()[-6000:]
+        assert "runtime error:" not in d.text(), d.text()[-6000:]
+
+
+@pytest.fixture
+def start_config(pki, tmp_path, daemons):
+    """start_config(yaml_text, ready=True, **fields) -> (Daemon, port, path): the text
+    is formatted with pki, port (a free one) and the given fields."""
+    def start(text, ready=True, extra=(), **fields):
+        port = fields.pop("port", None) or free_port()
+        path = tmp_path / f"ktlsgate-{len(daemons)}.yaml"
+        path.write_text(text.format(pki=pki, port=port, **fields))
+        d = Daemon(["--config", str(path), *extra], str(tmp_path / f"ktlsgate-{len(daemons)}.log"))
+        daemons.append(d)
+        if ready:
+            d.wait_ready()
+        return d, port, str(path)
+    return start
+
+
+@pytest.fixture
+def start_daemon(pki, tmp_path, daemons):
     """start_daemon(backend_addr, *extra, port=None) -> (Daemon, port)."""
-    daemons = []
 
     def start(backend, *extra, port=None, listen=None, identities=("ecdsa",), client_ca=None,
               ready=True):
@@ -206,11 +235,4 @@ def start_daemon(pki, tmp_path):
             d.wait_ready()
         return d, port
 
-    yield start
-    for d in daemons:
-        rc = d.stop()
-        # A sanitizer report makes the process exit non-zero: fail the test.
-        if SANITIZED and rc not in (0, None, -signal.SIGKILL):
-            raise AssertionError(f"ktlsgate exited {rc} under sanitizers:\n{d.text()[-6000:]}")
-        assert "ERROR: AddressSanitizer" not in d.text(), d.text()[-6000:]
-        assert "runtime error:" not in d.text(), d.text()[-6000:]
+    return start

@@ -21,16 +21,16 @@ def context(pki, cert="client", version=None, ciphers=None, chain=True):
     return ctx
 
 
-def connect(ctx, port, host="127.0.0.1", timeout=10, session=None):
+def connect(ctx, port, host="127.0.0.1", timeout=10, session=None, sni="localhost"):
     raw = socket.create_connection((host, port), timeout=timeout)
-    return ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    return ctx.wrap_socket(raw, server_hostname=sni, session=session)
 
 
-def refusal(ctx, port, host="127.0.0.1"):
+def refusal(ctx, port, host="127.0.0.1", sni="localhost"):
     """Connects, sends a byte and returns the SSLError the server's alert
     raised (TLS 1.3 clients only see it on their first read)."""
     try:
-        s = connect(ctx, port, host)
+        s = connect(ctx, port, host, sni=sni)
         s.sendall(b"x")
         data = s.recv(1)
         s.close()
@@ -41,10 +41,10 @@ def refusal(ctx, port, host="127.0.0.1"):
         return f"OSError: {e}"
 
 
-def echo_transfer(ctx, port, nbytes, timeout=120, session=None):
+def echo_transfer(ctx, port, nbytes, timeout=120, session=None, sni="localhost"):
     """Sends nbytes of random data while reading the echo; returns
     (sent digest == received digest and all bytes came back, ssl socket info)."""
-    s = connect(ctx, port, session=session)
+    s = connect(ctx, port, session=session, sni=sni)
     s.setblocking(False)
     chunk = os.urandom(min(1 << 16, nbytes))
     sent = got = 0
