@@ -57,6 +57,56 @@ static int identities_from(const struct kg_options *o, struct kg_listener_spec *
 	return 0;
 }
 
+static const struct {
+	const char *flag;
+	enum kg_match what;
+	bool deny;
+} cli_rules[] = {
+	[KG_CLI_ALLOW_CN] = { "--allow-cn", KG_MATCH_CN, false },
+	[KG_CLI_ALLOW_DNS] = { "--allow-dns", KG_MATCH_DNS, false },
+	[KG_CLI_ALLOW_URI] = { "--allow-uri", KG_MATCH_URI, false },
+	[KG_CLI_ALLOW_SUBJECT] = { "--allow-subject", KG_MATCH_SUBJECT_REGEX, false },
+	[KG_CLI_DENY_SERIAL] = { "--deny-serial", KG_MATCH_SERIAL, true },
+};
+
+/* One rule of one condition, named after the flag that made it. */
+static int rule_from(const struct kg_cli_rule *r, struct kg_rule_spec *out)
+{
+	const char *flag = cli_rules[r->kind].flag;
+	char name[600];
+
+	snprintf(name, sizeof(name), "%s %s", flag, r->value);
+	out->name = strdup(name);
+	out->at = flag_where(flag);
+	out->conds = calloc(1, sizeof(*out->conds));
+	if (!out->name || !out->conds)
+		return -1;
+	out->nconds = 1;
+	out->conds->what = cli_rules[r->kind].what;
+	out->conds->at = out->at;
+	out->conds->values = calloc(1, sizeof(char *));
+	if (!out->conds->values || !(out->conds->values[0] = strdup(r->value)))
+		return -1;
+	out->conds->nvalues = 1;
+	return 0;
+}
+
+static int rules_from(const struct kg_options *o, struct kg_rules *rules)
+{
+	rules->allow = calloc(o->nrules + 1, sizeof(*rules->allow));
+	rules->deny = calloc(o->nrules + 1, sizeof(*rules->deny));
+	if (!rules->allow || !rules->deny)
+		return -1;
+	for (size_t i = 0; i < o->nrules; i++) {
+		bool deny = cli_rules[o->rules[i].kind].deny;
+		struct kg_rule_spec *r = deny ? &rules->deny[rules->ndeny++]
+					      : &rules->allow[rules->nallow++];
+		if (rule_from(&o->rules[i], r) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int auth_from(const struct kg_options *o, struct kg_auth_spec *a)
 {
 	const char *ca = o->client_ca_file;
@@ -69,7 +119,9 @@ static int auth_from(const struct kg_options *o, struct kg_auth_spec *a)
 	a->ncrls = o->ncrls;
 	a->backends = addrs_from("--backend", o->backends, o->nbackends);
 	a->nbackends = o->nbackends;
-	return a->client_cas && a->crls && a->backends ? 0 : -1;
+	if (!a->client_cas || !a->crls || !a->backends)
+		return -1;
+	return rules_from(o, &a->rules);
 }
 
 int kg_config_from_options(const struct kg_options *o, struct kg_config *c, char *err,

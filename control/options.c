@@ -13,6 +13,7 @@ enum {
 	OPT_WORKERS, OPT_VERIFY_DEPTH, OPT_MAX_CONNS, OPT_HS_TIMEOUT, OPT_IDLE_TIMEOUT,
 	OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LOG_FORMAT, OPT_CHECK, OPT_CONFIG,
 	OPT_HELP, OPT_VERSION, OPT_KTLS,
+	OPT_ALLOW_CN, OPT_ALLOW_DNS, OPT_ALLOW_URI, OPT_ALLOW_SUBJECT, OPT_DENY_SERIAL,
 };
 
 static const struct option long_options[] = {
@@ -35,6 +36,11 @@ static const struct option long_options[] = {
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ "ktls", required_argument, NULL, OPT_KTLS },
+	{ "allow-cn", required_argument, NULL, OPT_ALLOW_CN },
+	{ "allow-dns", required_argument, NULL, OPT_ALLOW_DNS },
+	{ "allow-uri", required_argument, NULL, OPT_ALLOW_URI },
+	{ "allow-subject", required_argument, NULL, OPT_ALLOW_SUBJECT },
+	{ "deny-serial", required_argument, NULL, OPT_DENY_SERIAL },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -60,6 +66,12 @@ void kg_options_usage(FILE *out)
 	      "  --log-format text|json   access and event log format on stderr (default text)\n"
 	      "  --ktls auto|off|required hand sessions to kernel TLS: when the kernel can (auto,\n"
 	      "                           default), never, or refuse to start without it\n"
+	      "  --allow-cn NAME          only clients whose certificate has this CN (repeatable;\n"
+	      "                           with several --allow-*, any one of them lets a client in)\n"
+	      "  --allow-dns NAME         ... a SAN dNSName (exact, or *.example.com)\n"
+	      "  --allow-uri URI          ... a SAN URI, e.g. spiffe://domain/path (trailing * = prefix)\n"
+	      "  --allow-subject REGEX    ... a subject DN (RFC 2253 text) matching the POSIX regex\n"
+	      "  --deny-serial HEX        refuse this certificate serial (repeatable), checked first\n"
 	      "  --check                  validate everything and exit 0 (ok) or 2\n"
 	      "  --help, --version\n", out);
 }
@@ -196,6 +208,19 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 		return KG_PARSE_OK;
 	case OPT_CONFIG:
 		o->config_file = arg;
+		return KG_PARSE_OK;
+	case OPT_ALLOW_CN:
+	case OPT_ALLOW_DNS:
+	case OPT_ALLOW_URI:
+	case OPT_ALLOW_SUBJECT:
+	case OPT_DENY_SERIAL:
+		if (o->nrules == KG_MAX_CLI_RULES)
+			FAIL("--%s %s: at most %d rules on the command line; use --config",
+			     long_options[opt - OPT_LISTEN].name, arg, KG_MAX_CLI_RULES);
+		if (!*arg)
+			FAIL("--%s: empty value", long_options[opt - OPT_LISTEN].name);
+		o->rules[o->nrules].kind = (enum kg_cli_rule_kind)(opt - OPT_ALLOW_CN);
+		o->rules[o->nrules++].value = arg;
 		return KG_PARSE_OK;
 	}
 	FAIL("internal error: option %d", opt);

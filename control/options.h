@@ -12,12 +12,25 @@
 #define KG_MAX_IDENTITIES 4
 #define KG_MAX_BACKENDS 16
 #define KG_MAX_CRLS 16
+#define KG_MAX_CLI_RULES 64
 
 enum kg_ktls_mode { KG_KTLS_AUTO, KG_KTLS_OFF, KG_KTLS_REQUIRED };
 
 struct kg_identity_files {
 	const char *cert_file; /* leaf first, then intermediates */
 	const char *key_file;
+};
+
+/* --allow-cn/--allow-dns/--allow-uri/--allow-subject/--deny-serial: each one
+ * rule of one condition; the file form has the full rule language. */
+enum kg_cli_rule_kind {
+	KG_CLI_ALLOW_CN, KG_CLI_ALLOW_DNS, KG_CLI_ALLOW_URI, KG_CLI_ALLOW_SUBJECT,
+	KG_CLI_DENY_SERIAL,
+};
+
+struct kg_cli_rule {
+	enum kg_cli_rule_kind kind;
+	const char *value;
 };
 
 struct kg_options {
@@ -29,6 +42,8 @@ struct kg_options {
 	const char *client_ca_file;
 	const char *crl_files[KG_MAX_CRLS];
 	size_t ncrls;
+	struct kg_cli_rule rules[KG_MAX_CLI_RULES];
+	size_t nrules;
 	struct kg_addr backends[KG_MAX_BACKENDS];
 	size_t nbackends;
 	unsigned workers;            /* 0: one per online CPU */

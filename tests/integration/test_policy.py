@@ -340,3 +340,50 @@ def test_config_check_ok_and_file_errors_name_the_yaml_position(pki, tmp_path):
                    .format(pki=pki, port=1, backend="127.0.0.1:1", other_backend="127.0.0.1:2"))
     r = subprocess.run([BIN, "--config", str(p12), "--check"], capture_output=True, text=True)
     assert r.returncode == 2 and "server-beta.p12: cannot open: wrong passphrase" in r.stderr, r.stderr
+
+
+CLI = [
+    # flags, client cert, passes?, rule named in the refusal
+    (["--allow-cn", "client.demo"], "client", True, None),
+    (["--allow-cn", "client.demo"], "client-wild", False, "no allow rule matched"),
+    (["--allow-cn", "nobody", "--allow-dns", "*.wild.demo"], "client-wild", True, None),
+    (["--allow-uri", "spiffe://demo.test/payments/*"], "client-payments", True, None),
+    (["--allow-uri", "spiffe://demo.test/payments/*"], "client", False, "no allow rule matched"),
+    (["--allow-subject", "^CN=client\\.demo,O=ktlsgate demo$"], "client", True, None),
+    (["--allow-subject", "^CN=client\\.demo,O=ktlsgate demo$"], "client-mail", False,
+     "no allow rule matched"),
+    (["--allow-cn", "client.demo", "--deny-serial", "{client_serial}"], "client", False,
+     "--deny-serial {client_serial}"),
+]
+
+
+@pytest.mark.parametrize("flags,cert,passes,rule", CLI, ids=[f"{i}-{c[1]}" for i, c in enumerate(CLI)])
+def test_command_line_rules(pki, echo_backend, start_daemon, flags, cert, passes, rule):
+    serial = cert_facts(pki, "client")["serial"]
+    flags = [f.replace("{client_serial}", serial) for f in flags]
+    d, port = start_daemon(echo_backend.addr, *flags)
+    ctx = tlsclient.context(pki, cert=cert)
+    if passes:
+        assert tlsclient.echo_transfer(ctx, port, 100)[0]
+        return
+    err = tlsclient.refusal(ctx, port)
+    assert "ACCESS_DENIED" in err.upper().replace(" ", "_"), err
+    line = d.wait_access(1)[-1]
+    assert "result=access_denied" in line and f'rule="{rule.replace("{client_serial}", serial)}"' in line, line
+    assert echo_backend.connections == 0
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--allow-subject", "(", "--allow-subject: not a POSIX extended regex"),
+    ("--deny-serial", "zz", "--deny-serial: not a serial number"),
+    ("--allow-dns", "a.*.b", "--allow-dns: wildcard only as a leading"),
+])
+def test_command_line_rule_errors(pki, flag, value, message):
+    import subprocess
+    from conftest import BIN
+    r = subprocess.run([BIN, "--listen", "127.0.0.1:1", "--cert", f"{pki}/server-ecdsa-chain.crt",
+                        "--key", f"{pki}/server-ecdsa.key", "--client-ca", f"{pki}/client-ca.pem",
+                        "--backend", "127.0.0.1:2", flag, value, "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith(f"ktlsgate: {message}"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
