@@ -1,5 +1,6 @@
 #include "log.h"
 
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -17,6 +18,15 @@ static const char *const level_names[] = { "debug", "info", "warn", "error" };
 void kg_log_set_format(enum kg_log_format fmt) { log_format = fmt; }
 enum kg_log_format kg_log_get_format(void) { return log_format; }
 void kg_log_set_fd(int fd) { log_fd = fd; }
+
+void kg_log_reopen(int fd)
+{
+	if (log_fd == 2 || dup3(fd, log_fd, O_CLOEXEC) < 0) {
+		log_fd = fd; /* stderr is never replaced underneath */
+		return;
+	}
+	close(fd);
+}
 
 static void format_now(char *buf, size_t cap)
 {

@@ -22,6 +22,8 @@ struct kg_field {
 void kg_log_set_format(enum kg_log_format fmt);
 enum kg_log_format kg_log_get_format(void);
 void kg_log_set_fd(int fd);
+/* Makes the current log descriptor refer to fd's file (dup2), closes fd. */
+void kg_log_reopen(int fd);
 
 void kg_log_event(enum kg_log_level lvl, const char *event,
 		  const struct kg_field *fields, size_t nfields);

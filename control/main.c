@@ -1,6 +1,7 @@
 /* ktlsgate daemon start-up: validate everything before serving, start one
  * pinned worker per CPU, wait for signals, drain on SIGTERM/SIGINT. */
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/ssl.h>
 #include <sched.h>
 #include <signal.h>
@@ -49,6 +50,7 @@ static void block_signals(sigset_t *set)
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);
 	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
 	/* Workers inherit the mask: only the main thread takes signals. */
 	pthread_sigmask(SIG_BLOCK, set, NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -162,11 +164,31 @@ static int run_check(struct kg_runtime *rt)
 	return 0;
 }
 
+/* global.cpus: each must be one we may run on (taskset, cgroup cpuset). */
+static int configured_cpus(const struct kg_config *cfg, int *cpus)
+{
+	cpu_set_t allowed;
+	char err[160];
+
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
+		CPU_ZERO(&allowed);
+	for (size_t i = 0; i < cfg->ncpus; i++) {
+		if (cfg->cpus[i] < 0 || cfg->cpus[i] >= CPU_SETSIZE || !CPU_ISSET(cfg->cpus[i], &allowed)) {
+			snprintf(err, sizeof(err), "%s: global.cpus: CPU %d is not available to this process",
+				 cfg->file, cfg->cpus[i]);
+			die(err);
+		}
+		cpus[i] = cfg->cpus[i];
+	}
+	return (int)cfg->ncpus;
+}
+
 /* Binds every listener before anything is logged: bad input fails first. */
 static struct kg_worker *init_workers(const struct kg_runtime *rt, unsigned *nworkers)
 {
 	int cpus[CPU_SETSIZE];
-	int ncpus = online_cpus(cpus, CPU_SETSIZE);
+	int ncpus = rt->gen->cfg.ncpus ? configured_cpus(&rt->gen->cfg, cpus)
+				       : online_cpus(cpus, CPU_SETSIZE);
 	unsigned n = rt->gen->cfg.workers ? rt->gen->cfg.workers : (unsigned)(ncpus > 0 ? ncpus : 1);
 	struct kg_worker *workers = aligned_alloc(16, sizeof(*workers) * n);
 	char err[512];
@@ -198,13 +220,45 @@ static void notify(const char *state)
 #endif
 }
 
-static void wait_for_stop(const sigset_t *set)
+/* log.file: appended to; SIGUSR1 reopens it after rotation (as nginx does). */
+static void open_log_file(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	char err[600];
+
+	if (fd < 0) {
+		snprintf(err, sizeof(err), "log.file %s: %s", path, strerror(errno));
+		die(err);
+	}
+	kg_log_set_fd(fd);
+}
+
+static void reopen_log_file(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+
+	if (fd < 0) {
+		kg_log_msg(KG_LOG_ERROR, "log_reopen", "log.file %s: %s; still writing to the old file",
+			   path, strerror(errno));
+		return;
+	}
+	/* Swap by dup2 so a worker mid-write never sees a closed descriptor. */
+	kg_log_reopen(fd);
+	kg_log_msg(KG_LOG_INFO, "log_reopen", "log file reopened");
+}
+
+static void wait_for_stop(const sigset_t *set, const struct kg_config *cfg)
 {
 	int sig;
 
 	for (;;) {
 		if (sigwait(set, &sig) != 0)
 			continue;
+		if (sig == SIGUSR1) {
+			if (cfg->log_file)
+				reopen_log_file(cfg->log_file);
+			continue;
+		}
 		if (sig == SIGHUP) {
 			kg_log_msg(KG_LOG_INFO, "sighup", "nothing to reload: settings come from the command line");
 			continue;
@@ -229,6 +283,8 @@ static struct kg_gen *load_generation(const struct kg_options *opt)
 		die(err);
 	}
 	kg_log_set_format(cfg.log_format);
+	if (cfg.log_file && !opt->check)
+		open_log_file(cfg.log_file);
 	g = kg_gen_build(&cfg, 1, kg_hs_prepare_ctx, err, sizeof(err));
 	if (!g)
 		die(err);
@@ -266,7 +322,7 @@ int main(int argc, char **argv)
 	log_start(&rt, nworkers);
 	kg_log_msg(KG_LOG_INFO, "ready", "accepting connections");
 	notify("READY=1\nSTATUS=accepting connections");
-	wait_for_stop(&sigs);
+	wait_for_stop(&sigs, &rt.gen->cfg);
 	notify("STOPPING=1\nSTATUS=draining connections");
 	for (unsigned i = 0; i < nworkers; i++)
 		kg_worker_request_stop(&workers[i]);
