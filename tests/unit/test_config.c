@@ -291,6 +291,7 @@ static void test_errors(void)
 	ERR("global:\n  user:\n" L1, "2:3: user: expected a string, got nothing");
 	ERR("global:\n  cpus: [0, 0]\n" L1, "2:13: cpus: CPU 0 is listed twice");
 	ERR("global: 3\n" L1, "1:9: global: expected a mapping, got an integer");
+	ERR("global:\n  user: \"\xff\"\n" L1, "2:10: yaml: not valid UTF-8");
 	ERR("global: [\n" L1, "2:1: yaml: wrongly indented flow sequence");
 	ERR("global:\n\tworkers: 1\n" L1, "2:1: yaml: tab character may not be used as indentation");
 	ERR("global: &g { workers: 1 }\nx: *g\n", "2:4: yaml: anchors and aliases are not supported");
