@@ -170,7 +170,8 @@ static int build_collection(struct yload *yl, struct ynode *n, enum fy_event_typ
 			return -1;
 		}
 		if (kid->nopos) { /* "key:" with nothing after it: point at the key */
-			const struct ynode *ref = end == FYET_MAPPING_END && n->nkids % 2 ? n->kids[n->nkids - 1] : n;
+			const struct ynode *ref =
+				end == FYET_MAPPING_END && n->nkids % 2 ? n->kids[n->nkids - 1] : n;
 			kid->line = ref->line;
 			kid->col = ref->col;
 		}
@@ -405,7 +406,8 @@ static bool is_null(const struct ynode *n)
 
 static int bool_value(const struct ynode *n)
 {
-	static const char *const t[] = { "true", "True", "TRUE" }, *const f[] = { "false", "False", "FALSE" };
+	static const char *const t[] = { "true", "True", "TRUE" };
+	static const char *const f[] = { "false", "False", "FALSE" };
 
 	if (n->type != Y_SCALAR || !n->plain)
 		return -1;
@@ -728,15 +730,16 @@ static int g_workers(struct yctx *y, const struct ynode *v, const char *key, voi
 static int g_cpus(struct yctx *y, const struct ynode *v, const char *key, void *obj)
 {
 	struct kg_config *c = obj;
-	struct ynode *const *it;
-	size_t n;
-	int single = v->type == Y_SCALAR && !is_null(v) ? 1 : items(y, v, key, &it, &n);
+	struct ynode *const *it = (struct ynode *const *)&v; /* one CPU... */
+	size_t n = 1;
 	int *cpus;
 
-	if (single < 0)
-		return -1;
-	if (single)
-		it = (struct ynode *const *)&v, n = 1;
+	if (v->type == Y_SEQ) { /* ...or a list of them */
+		if (v->nkids == 0)
+			return fail(y, v, key, "must not be an empty list");
+		it = v->kids;
+		n = v->nkids;
+	}
 	cpus = calloc(n, sizeof(*cpus));
 	if (!cpus)
 		return oom(y, v, key);
@@ -1103,11 +1106,14 @@ static int a_deny(struct yctx *y, const struct ynode *v, const char *key, void *
 	{ "proxy_protocol", a_proxy }, { "backends", a_backends }, \
 	{ "allow", a_allow }, { "deny", a_deny }
 
-/* Verifying a client certificate needs something to verify it against. */
+/* Verifying a client certificate needs something to verify it against, and
+ * rules over it need one to be asked for. */
 static int check_auth(struct yctx *y, const struct ynode *at, const struct kg_auth_spec *a)
 {
 	if (a->client_auth != KG_AUTH_NONE && a->nclient_cas == 0)
 		return fail(y, at, "client_ca", "required unless client_auth is none");
+	if (a->client_auth == KG_AUTH_NONE && (a->rules.nallow || a->rules.ndeny))
+		return fail(y, at, "client_auth", "is none, so allow and deny rules cannot match");
 	return 0;
 }
 
