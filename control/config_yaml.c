@@ -115,7 +115,8 @@ static int syntax_error(struct yload *yl)
 		return -1;
 	}
 	snprintf(yl->y->err, yl->y->errlen, "%s:%d:%d: yaml: %s", yl->y->file,
-		 de->line > 0 ? de->line : 1, de->column > 0 ? de->column : 1, de->msg);
+		 de->line > 0 ? de->line : 1, de->column > 0 ? de->column : 1,
+		 de->msg ? de->msg : "syntax error");
 	return -1;
 }
 
@@ -209,7 +210,7 @@ static int build(struct yload *yl, struct fy_event *e, unsigned depth, struct yn
 		    (fy_token_scalar_style(e->scalar.value) == FYSS_SINGLE_QUOTED ||
 		     fy_token_scalar_style(e->scalar.value) == FYSS_DOUBLE_QUOTED))
 			n->col--;
-		n->text = malloc(len + 1);
+		n->text = t ? malloc(len + 1) : NULL;
 		if (!n->text)
 			return oom(yl->y, n, "yaml");
 		if (len)
@@ -1523,5 +1524,8 @@ int kg_config_load_yaml(const char *path, struct kg_config *c, char *err, size_t
 error:
 	ynode_free(root);
 	kg_config_free(c);
+	for (char *p = err; errlen && *p; p++) /* one line, whatever the path or libfyaml say */
+		if ((unsigned char)*p < 0x20)
+			*p = '?';
 	return -1;
 }

@@ -1,7 +1,9 @@
 /* libFuzzer harness for the YAML configuration parser: any input must give
  * either a configuration that frees cleanly or one error line.
- * Build: meson setup build-fuzz -Dfuzz=true (CC=clang); run:
- *   build-fuzz/tests/fuzz/fuzz_config -max_total_time=60 tests/fuzz/corpus/config */
+ *   CC=clang meson setup build-fuzz -Dfuzz=true
+ *   ninja -C build-fuzz tests/fuzz/fuzz_config
+ *   cp -r tests/fuzz/corpus/config /tmp/corpus   # libFuzzer adds to the corpus
+ *   build-fuzz/tests/fuzz/fuzz_config -max_total_time=60 -dict=tests/fuzz/config.dict /tmp/corpus */
 #include <netdb.h>
 #include <stdint.h>
 #include <stdio.h>
