@@ -115,7 +115,8 @@ static int syntax_error(struct yload *yl)
 		return -1;
 	}
 	snprintf(yl->y->err, yl->y->errlen, "%s:%d:%d: yaml: %s", yl->y->file,
-		 de->line > 0 ? de->line : 1, de->column > 0 ? de->column : 1, de->msg);
+		 de->line > 0 ? de->line : 1, de->column > 0 ? de->column : 1,
+		 de->msg ? de->msg : "syntax error");
 	return -1;
 }
 
@@ -170,7 +171,8 @@ static int build_collection(struct yload *yl, struct ynode *n, enum fy_event_typ
 			return -1;
 		}
 		if (kid->nopos) { /* "key:" with nothing after it: point at the key */
-			const struct ynode *ref = end == FYET_MAPPING_END && n->nkids % 2 ? n->kids[n->nkids - 1] : n;
+			const struct ynode *ref =
+				end == FYET_MAPPING_END && n->nkids % 2 ? n->kids[n->nkids - 1] : n;
 			kid->line = ref->line;
 			kid->col = ref->col;
 		}
@@ -208,7 +210,7 @@ static int build(struct yload *yl, struct fy_event *e, unsigned depth, struct yn
 		    (fy_token_scalar_style(e->scalar.value) == FYSS_SINGLE_QUOTED ||
 		     fy_token_scalar_style(e->scalar.value) == FYSS_DOUBLE_QUOTED))
 			n->col--;
-		n->text = malloc(len + 1);
+		n->text = t ? malloc(len + 1) : NULL;
 		if (!n->text)
 			return oom(yl->y, n, "yaml");
 		if (len)
@@ -282,6 +284,73 @@ static void diag_discard(struct fy_diag *diag, void *user, const char *buf, size
 {
 }
 
+#define YAML_MAX_BYTES (1 << 20)
+
+/* Offset of the first byte that is not UTF-8 (or is NUL), or len. */
+static size_t utf8_bad(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned char b = s[i];
+		size_t n = b < 0x80 ? 0 : (b & 0xe0) == 0xc0 ? 1 : (b & 0xf0) == 0xe0 ? 2
+			 : (b & 0xf8) == 0xf0 ? 3 : 4;
+		unsigned cp = n == 0 ? b : n == 1 ? b & 0x1fu : n == 2 ? b & 0x0fu : b & 0x07u;
+
+		if (b == 0 || n == 4 || n >= len - i)
+			return i;
+		for (size_t k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return i;
+			cp = cp << 6 | (s[i + k] & 0x3fu);
+		}
+		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return i;
+		i += n + 1;
+	}
+	return len;
+}
+
+/* libfyaml 0.7.12 can loop forever on invalid UTF-8 (seen in a directive by
+ * the fuzzer), so the text is checked before it gets there. */
+static int read_text(struct yctx *y, const char *path, char **text, size_t *len)
+{
+	FILE *fp = fopen(path, "re");
+	struct ynode at = { .line = 1, .col = 1 };
+	size_t bad;
+
+	*text = NULL;
+	if (!fp) {
+		snprintf(y->err, y->errlen, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	*text = malloc(YAML_MAX_BYTES + 1);
+	if (!*text) {
+		fclose(fp);
+		return oom(y, NULL, "yaml");
+	}
+	*len = fread(*text, 1, YAML_MAX_BYTES + 1, fp);
+	if (ferror(fp)) {
+		snprintf(y->err, y->errlen, "%s: cannot read: %s", path, strerror(errno));
+		fclose(fp);
+		return -1;
+	}
+	fclose(fp);
+	if (*len > YAML_MAX_BYTES)
+		return fail(y, NULL, "yaml", "the file is larger than %d bytes", YAML_MAX_BYTES);
+	bad = utf8_bad((const unsigned char *)*text, *len);
+	if (bad == *len)
+		return 0;
+	for (size_t i = 0; i < bad; i++) {
+		if ((*text)[i] == '\n')
+			at.line++, at.col = 1;
+		else if (((unsigned char)(*text)[i] & 0xc0) != 0x80)
+			at.col++;
+	}
+	return fail(y, &at, "yaml", (*text)[bad] ? "not valid UTF-8" : "contains a NUL byte");
+}
+
 static int load_tree(struct yctx *y, const char *path, struct ynode **root)
 {
 	struct fy_diag_cfg dcfg;
@@ -290,27 +359,27 @@ static int load_tree(struct yctx *y, const char *path, struct ynode **root)
 		.flags = FYPCF_QUIET | FYPCF_ALLOW_DUPLICATE_KEYS | FYPCF_JSON_NONE,
 	};
 	struct yload yl = { .y = y };
-	FILE *fp;
+	char *text;
+	size_t len = 0;
 	int rc = -1;
 
 	*root = NULL;
-	fp = fopen(path, "re");
-	if (!fp) {
-		snprintf(y->err, y->errlen, "%s: cannot open: %s", path, strerror(errno));
-		return -1;
-	}
+	if (read_text(y, path, &text, &len) < 0)
+		goto out;
 	fy_diag_cfg_default(&dcfg);
 	dcfg.fp = NULL; /* errors are collected, and only our one line is printed */
 	dcfg.output_fn = diag_discard;
 	dcfg.colorize = false;
 	yl.diag = fy_diag_create(&dcfg);
-	if (!yl.diag)
+	if (!yl.diag) {
+		oom(y, NULL, "yaml");
 		goto out;
+	}
 	fy_diag_set_collect_errors(yl.diag, true);
 	pcfg.diag = yl.diag;
 	yl.p = fy_parser_create(&pcfg);
-	if (!yl.p || fy_parser_set_input_fp(yl.p, y->file, fp) < 0) {
-		snprintf(y->err, y->errlen, "%s: cannot set up the YAML parser", path);
+	if (!yl.p || fy_parser_set_string(yl.p, text, len) < 0) {
+		oom(y, NULL, "yaml");
 		goto out;
 	}
 	rc = load_events(&yl, root);
@@ -323,9 +392,7 @@ out:
 		fy_parser_destroy(yl.p);
 	if (yl.diag)
 		fy_diag_destroy(yl.diag);
-	fclose(fp);
-	if (rc < 0 && !yl.diag)
-		snprintf(y->err, y->errlen, "%s: out of memory", path);
+	free(text);
 	return rc;
 }
 
@@ -340,7 +407,8 @@ static bool is_null(const struct ynode *n)
 
 static int bool_value(const struct ynode *n)
 {
-	static const char *const t[] = { "true", "True", "TRUE" }, *const f[] = { "false", "False", "FALSE" };
+	static const char *const t[] = { "true", "True", "TRUE" };
+	static const char *const f[] = { "false", "False", "FALSE" };
 
 	if (n->type != Y_SCALAR || !n->plain)
 		return -1;
@@ -663,15 +731,16 @@ static int g_workers(struct yctx *y, const struct ynode *v, const char *key, voi
 static int g_cpus(struct yctx *y, const struct ynode *v, const char *key, void *obj)
 {
 	struct kg_config *c = obj;
-	struct ynode *const *it;
-	size_t n;
-	int single = v->type == Y_SCALAR && !is_null(v) ? 1 : items(y, v, key, &it, &n);
+	struct ynode *const *it = (struct ynode *const *)&v; /* one CPU... */
+	size_t n = 1;
 	int *cpus;
 
-	if (single < 0)
-		return -1;
-	if (single)
-		it = (struct ynode *const *)&v, n = 1;
+	if (v->type == Y_SEQ) { /* ...or a list of them */
+		if (v->nkids == 0)
+			return fail(y, v, key, "must not be an empty list");
+		it = v->kids;
+		n = v->nkids;
+	}
 	cpus = calloc(n, sizeof(*cpus));
 	if (!cpus)
 		return oom(y, v, key);
@@ -1038,11 +1107,14 @@ static int a_deny(struct yctx *y, const struct ynode *v, const char *key, void *
 	{ "proxy_protocol", a_proxy }, { "backends", a_backends }, \
 	{ "allow", a_allow }, { "deny", a_deny }
 
-/* Verifying a client certificate needs something to verify it against. */
+/* Verifying a client certificate needs something to verify it against, and
+ * rules over it need one to be asked for. */
 static int check_auth(struct yctx *y, const struct ynode *at, const struct kg_auth_spec *a)
 {
 	if (a->client_auth != KG_AUTH_NONE && a->nclient_cas == 0)
 		return fail(y, at, "client_ca", "required unless client_auth is none");
+	if (a->client_auth == KG_AUTH_NONE && (a->rules.nallow || a->rules.ndeny))
+		return fail(y, at, "client_auth", "is none, so allow and deny rules cannot match");
 	return 0;
 }
 
@@ -1452,5 +1524,8 @@ int kg_config_load_yaml(const char *path, struct kg_config *c, char *err, size_t
 error:
 	ynode_free(root);
 	kg_config_free(c);
+	for (char *p = err; errlen && *p; p++) /* one line, whatever the path or libfyaml say */
+		if ((unsigned char)*p < 0x20)
+			*p = '?';
 	return -1;
 }

@@ -267,6 +267,38 @@ static void test_sites(void)
 	kg_config_free(&c);
 }
 
+/* Everything left out takes the documented default. */
+static void test_defaults(void)
+{
+	struct kg_config c;
+	char err[512];
+	const struct kg_listener_spec *l;
+
+	if (load(L1, &c, err, sizeof(err)) < 0) {
+		fprintf(stderr, "defaults: %s\n", err);
+		t_failures++;
+		return;
+	}
+	CHECK(c.workers == 0 && c.ncpus == 0 && !c.cpus && !c.user && !c.group);
+	CHECK(c.log_format == KG_LOG_TEXT && !c.log_file && !c.control_socket);
+	CHECK(c.ktls == KG_KTLS_AUTO && c.max_conns == 10000 && c.kill_revoked_on_crl_update);
+	CHECK(c.handshake_timeout_ms == 10000 && c.idle_timeout_ms == 300000);
+	CHECK(c.connect_timeout_ms == 5000 && c.drain_timeout_ms == 30000);
+	l = &c.listeners[0];
+	CHECK_STR(l->name, "listener[0]");
+	CHECK(l->at.line == 2 && l->at.col == 5);
+	CHECK(l->naddrs == 1 && l->addrs[0].at.line == 2 && l->addrs[0].at.col == 13);
+	CHECK(l->min_version == TLS1_2_VERSION && l->max_version == TLS1_3_VERSION);
+	CHECK(!l->ciphers && !l->ciphersuites && !l->groups && l->ktls == KG_KTLS_AUTO);
+	CHECK(l->nids == 1 && l->ids[0].is_default && l->ids[0].nsni == 0);
+	CHECK(l->ids[0].key.at.line == 3 && l->ids[0].key.at.col == 38);
+	CHECK(l->auth.client_auth == KG_AUTH_REQUIRED && l->auth.crl_check == KG_CRL_CHAIN);
+	CHECK(!l->auth.crl_missing_allow && l->auth.verify_depth == 4);
+	CHECK(l->auth.require_client_eku && !l->auth.proxy_v2 && l->auth.ncrls == 0);
+	CHECK(l->auth.rules.nallow == 0 && l->auth.rules.ndeny == 0 && l->nsites == 0);
+	kg_config_free(&c);
+}
+
 static void test_errors(void)
 {
 	char big[4096];
@@ -291,6 +323,7 @@ static void test_errors(void)
 	ERR("global:\n  user:\n" L1, "2:3: user: expected a string, got nothing");
 	ERR("global:\n  cpus: [0, 0]\n" L1, "2:13: cpus: CPU 0 is listed twice");
 	ERR("global: 3\n" L1, "1:9: global: expected a mapping, got an integer");
+	ERR("global:\n  user: \"\xff\"\n" L1, "2:10: yaml: not valid UTF-8");
 	ERR("global: [\n" L1, "2:1: yaml: wrongly indented flow sequence");
 	ERR("global:\n\tworkers: 1\n" L1, "2:1: yaml: tab character may not be used as indentation");
 	ERR("global: &g { workers: 1 }\nx: *g\n", "2:4: yaml: anchors and aliases are not supported");
@@ -337,7 +370,10 @@ static void test_errors(void)
 	ERR(L0 "    backends: \"nowhere\"\n",
 	    "5:15: backends: 'nowhere': expected HOST:PORT or [IPv6]:PORT or unix:/path");
 	ERR(L1 "    allow: []\n", "6:12: allow: must not be an empty list");
-	ERR(L1 "    allow:\n      - name: empty\n", "7:9: allow: a rule needs at least one condition (subject, cn, ...)");
+	ERR(L1 "    allow:\n      - name: empty\n",
+	    "7:9: allow: a rule needs at least one condition (subject, cn, ...)");
+	ERR("global:\n  cpus: []\n" L1, "2:9: cpus: must not be an empty list");
+	ERR("global:\n  cpus: [1, x]\n" L1, "2:13: cpus: expected an integer, got a string");
 	ERR(L1 "    allow:\n      - cn: alice\n        uuri: x\n",
 	    "8:9: uuri: unknown key, did you mean 'uri'?");
 	ERR(L1 "    deny: [{ cn: [] }]\n", "6:18: cn: must not be an empty list");
@@ -387,6 +423,8 @@ static void test_errors(void)
 	    "    identities: [{ cert: c.pem, key: c.key }]\n"
 	    "    client_ca: ca.pem\n    backends: \"127.0.0.1:8080\"\n",
 	    "6:11: name: listener name 'listener[0]' is used twice");
+	ERR(L1 "    client_auth: none\n    deny: [{ cn: x }]\n",
+	    "2:5: client_auth: is none, so allow and deny rules cannot match");
 	ERR("global: {}\nlisteners: x\nglobal: {}\n", "3:1: global: duplicate key (first at line 1)");
 	ERR("[1, 2]\n", "1:1: config: expected a mapping, got a list");
 	ERR("? [a]\n: b\n", "1:3: config: keys must be strings, got a list");
@@ -428,6 +466,7 @@ int main(int argc, char **argv)
 	if (argc > 1)
 		test_example(argv[1]);
 	test_sites();
+	test_defaults();
 	test_errors();
 	test_missing_file();
 	unlink(path);
