@@ -1168,7 +1168,7 @@ static int set_names(struct yctx *y, const struct ynode *v, const char *key, cha
 	return each_string(y, v, key, push_name, &(struct names_arg){ names, n });
 }
 
-/* Each SNI name picks one identity (one site): a second claim is a mistake.
+/* Each SNI name picks one site: a second claim is a mistake.
  * names is the node just parsed, prev the names of item number idx (0-based). */
 static int check_sni_unique(struct yctx *y, const struct ynode *names, const char *key,
 			    char *const *prev, size_t nprev, const char *what, size_t idx)
@@ -1258,12 +1258,10 @@ static int parse_identities(struct yctx *y, const struct ynode *v, struct kg_lis
 
 		id->at = where(y, m, key);
 		l->nids++;
+		/* Two identities may serve one name (an ECDSA + RSA pair); that
+		 * they differ in key type is checked once the keys are loaded. */
 		if (WALK(y, m, key, identity_keys, id) < 0 || check_identity(y, m, id) < 0)
 			return -1;
-		for (size_t j = 0; j < i; j++)
-			if (check_sni_unique(y, find(m, "sni"), "sni", l->ids[j].sni, l->ids[j].nsni,
-					     "identity", j) < 0)
-				return -1;
 		if (id->is_default && ndefault++)
 			return fail(y, find(m, "default"), "default",
 				    "only one identity may be the default");

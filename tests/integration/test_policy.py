@@ -387,3 +387,40 @@ def test_command_line_rule_errors(pki, flag, value, message):
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith(f"ktlsgate: {message}"), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+PAIR = """
+listeners:
+  - listen: "127.0.0.1:{port}"
+    identities:
+      - cert: "{pki}/server-alpha-chain.crt"
+        key: "{pki}/server-alpha.key"
+        passphrase_file: "{pki}/server-pass.txt"
+        default: true
+      - {{ cert: "{pki}/server-ecdsa-chain.crt", key: "{pki}/server-ecdsa.key", sni: localhost }}
+      - {{ cert: "{pki}/server-rsa-chain.crt", key: "{pki}/server-rsa.key", sni: localhost }}
+    client_ca: "{pki}/client-ca.pem"
+    backends: "{backend}"
+"""
+
+
+def test_ecdsa_and_rsa_identities_for_one_name(pki, echo_backend, start_config):
+    d, port, _ = start_config(PAIR, backend=echo_backend.addr)
+    for ciphers in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256"):
+        ok, info = tlsclient.echo_transfer(tlsclient.context(pki, version=V12, ciphers=ciphers),
+                                           port, 100, sni="localhost")
+        assert ok and info["cipher"] == ciphers and peer_cn(info) == "localhost"
+    ctx = tlsclient.context(pki)
+    ctx.check_hostname = False
+    ok, info = tlsclient.echo_transfer(ctx, port, 100, sni="other.name")
+    assert ok and peer_cn(info) == "alpha.test", "an unknown name gets the default identity"
+
+
+def test_two_identities_of_one_key_type_for_one_name(pki, tmp_path):
+    import subprocess
+    from conftest import BIN
+    path = tmp_path / "c.yaml"
+    path.write_text(PAIR.replace("server-rsa", "server-ecdsa").format(pki=pki, port=1, backend="127.0.0.1:2"))
+    r = subprocess.run([BIN, "--config", str(path), "--check"], capture_output=True, text=True)
+    assert r.returncode == 2 and "a second ECDSA identity for the same names" in r.stderr, r.stderr
+    assert f"{path}:10:" in r.stderr, r.stderr

@@ -381,12 +381,6 @@ static void test_errors(void)
 	ERR("listeners:\n"
 	    "  - listen: \"127.0.0.1:8443\"\n"
 	    "    identities:\n"
-	    "      - { cert: a.pem, key: a.key, sni: [a.example.com] }\n"
-	    "      - { cert: b.pem, key: b.key, sni: [b.example.com, A.example.com] }\n",
-	    "5:57: sni: 'a.example.com' is already served by identity 1");
-	ERR("listeners:\n"
-	    "  - listen: \"127.0.0.1:8443\"\n"
-	    "    identities:\n"
 	    "      - { cert: a.pem, key: a.key, default: true }\n"
 	    "      - { cert: b.pem, key: b.key, default: true }\n",
 	    "5:45: default: only one identity may be the default");
