@@ -210,6 +210,46 @@ static void start_workers(struct kg_worker *workers, unsigned n)
 			die("cannot start worker thread");
 }
 
+/* The counters summed over workers, one line, when the daemon stops. */
+static void log_totals(const struct kg_worker *workers, unsigned n)
+{
+	struct kg_field f[16 + KG_REFUSAL_COUNT];
+	char keys[KG_REFUSAL_COUNT][48];
+	struct kg_worker_stats t = { 0 };
+	size_t nf = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		const struct kg_worker_stats *s = &workers[i].stats;
+		t.conns_total += s->conns_total;
+		t.handshakes_ok += s->handshakes_ok;
+		t.handshakes_resumed += s->handshakes_resumed;
+		t.handshakes_refused += s->handshakes_refused;
+		t.backend_failures += s->backend_failures;
+		t.conn_limit_hits += s->conn_limit_hits;
+		t.idle_timeouts += s->idle_timeouts;
+		t.bytes_in += s->bytes_in;
+		t.bytes_out += s->bytes_out;
+		for (int r = 0; r < KG_REFUSAL_COUNT; r++)
+			t.refused[r] += s->refused[r];
+	}
+	f[nf++] = KG_I("connections", t.conns_total);
+	f[nf++] = KG_I("handshakes_ok", t.handshakes_ok);
+	f[nf++] = KG_I("resumed", t.handshakes_resumed);
+	f[nf++] = KG_I("refused", t.handshakes_refused);
+	for (int r = 0; r < KG_REFUSAL_COUNT; r++) {
+		if (!t.refused[r])
+			continue;
+		snprintf(keys[r], sizeof(keys[r]), "refused_%s", kg_refusal_names[r]);
+		f[nf++] = KG_I(keys[r], t.refused[r]);
+	}
+	f[nf++] = KG_I("backend_failures", t.backend_failures);
+	f[nf++] = KG_I("conn_limit_hits", t.conn_limit_hits);
+	f[nf++] = KG_I("idle_timeouts", t.idle_timeouts);
+	f[nf++] = KG_I("bytes_in", t.bytes_in);
+	f[nf++] = KG_I("bytes_out", t.bytes_out);
+	kg_log_event(KG_LOG_INFO, "totals", f, nf);
+}
+
 /* Type=notify: systemd starts dependants only once we really accept. */
 static void notify(const char *state)
 {
@@ -331,6 +371,7 @@ int main(int argc, char **argv)
 		kg_worker_join(&workers[i]);
 		status |= workers[i].exit_status;
 	}
+	log_totals(workers, nworkers);
 	kg_log_msg(KG_LOG_INFO, "stopped", "all connections closed");
 	free(workers);
 	kg_gen_unref(rt.gen);

@@ -295,6 +295,7 @@ void kg_hs_refuse(struct kg_conn *c, const char *reason)
 {
 	c->result = reason;
 	c->w->stats.handshakes_refused++;
+	c->w->stats.refused[kg_refusal_of(reason)]++;
 	kg_conn_linger(c);
 }
 

@@ -1,13 +1,35 @@
 /* Per-worker counters: written only by their worker, summed on read. */
 #ifndef KG_STATS_H
 #define KG_STATS_H
+#include <stddef.h>
 #include <stdint.h>
+
+/* Why a handshake was refused: the access log's result=, one counter each. */
+#define KG_REFUSAL_REASONS(X)                                                  \
+	X(no_certificate) X(unknown_ca) X(certificate_expired)                  \
+	X(certificate_not_yet_valid) X(certificate_revoked) X(bad_signature)    \
+	X(bad_purpose) X(chain_too_long) X(crl_missing) X(crl_stale)            \
+	X(access_denied) X(bad_certificate) X(protocol_version)                 \
+	X(no_shared_cipher) X(handshake_failed) X(handshake_timeout)            \
+	X(client_closed) X(internal_error)
+
+enum kg_refusal {
+#define KG_REFUSAL_ENUM(name) KG_REFUSED_##name,
+	KG_REFUSAL_REASONS(KG_REFUSAL_ENUM)
+#undef KG_REFUSAL_ENUM
+	KG_REFUSAL_COUNT
+};
+
+extern const char *const kg_refusal_names[KG_REFUSAL_COUNT];
+/* The counter for a reason string; unknown ones count as handshake_failed. */
+enum kg_refusal kg_refusal_of(const char *reason);
 
 struct kg_worker_stats {
 	uint64_t conns_total;
 	uint64_t conns_active;
 	uint64_t handshakes_ok;
 	uint64_t handshakes_refused;
+	uint64_t refused[KG_REFUSAL_COUNT];
 	uint64_t handshakes_resumed;
 	uint64_t handshake_timeouts;
 	uint64_t idle_timeouts;

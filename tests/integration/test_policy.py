@@ -424,3 +424,17 @@ def test_two_identities_of_one_key_type_for_one_name(pki, tmp_path):
     r = subprocess.run([BIN, "--config", str(path), "--check"], capture_output=True, text=True)
     assert r.returncode == 2 and "a second ECDSA identity for the same names" in r.stderr, r.stderr
     assert f"{path}:10:" in r.stderr, r.stderr
+
+
+def test_refusals_are_counted_per_reason(pki, echo_backend, start_config):
+    d, port, _ = start_config(with_rules("allow:\n  - cn: client.demo"), backend=echo_backend.addr)
+    assert tlsclient.echo_transfer(tlsclient.context(pki), port, 10)[0]
+    tlsclient.refusal(tlsclient.context(pki, cert="client-wild"), port)
+    tlsclient.refusal(tlsclient.context(pki, cert="client-wild"), port)
+    tlsclient.refusal(tlsclient.context(pki, cert="client-other"), port)
+    d.wait_access(4)
+    d.stop()
+    totals = [l for l in d.log_lines() if " totals " in l][-1]
+    for field in ("connections=4", "handshakes_ok=1", "refused=3", "refused_access_denied=2",
+                  "refused_unknown_ca=1"):
+        assert field in totals.split(), totals
