@@ -59,7 +59,7 @@ void kg_options_usage(FILE *out)
 	      "  --crl FILE               PEM CRL(s) to check every client chain against (repeatable)\n"
 	      "  --backend ADDR           HOST:PORT or unix:/path (repeatable; next one on failure)\n"
 	      "  --workers N              worker threads, one pinned per CPU (default: online CPUs)\n"
-	      "  --verify-depth N         max client chain depth (default 4)\n"
+	      "  --verify-depth N         intermediate CAs allowed below a trusted CA (default 4)\n"
 	      "  --max-conns N            connections per worker (default 10000)\n"
 	      "  --handshake-timeout S    (default 10)   --idle-timeout S (default 300)\n"
 	      "  --connect-timeout S      (default 5)    --drain-timeout S (default 30)\n"

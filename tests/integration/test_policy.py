@@ -438,3 +438,85 @@ def test_refusals_are_counted_per_reason(pki, echo_backend, start_config):
     for field in ("connections=4", "handshakes_ok=1", "refused=3", "refused_access_denied=2",
                   "refused_unknown_ca=1"):
         assert field in totals.split(), totals
+
+
+def test_listener_tls_versions_suites_and_groups(pki, echo_backend, start_config):
+    text = with_rules('tls: {{ min_version: "1.3", ciphersuites: "TLS_CHACHA20_POLY1305_SHA256", '
+                      'groups: "P-384" }}')
+    d, port, _ = start_config(text, backend=echo_backend.addr)
+    ok, info = tlsclient.echo_transfer(tlsclient.context(pki), port, 100)
+    assert ok and info["version"] == "TLSv1.3" and info["cipher"] == "TLS_CHACHA20_POLY1305_SHA256"
+    err = tlsclient.refusal(tlsclient.context(pki, version=V12), port)
+    assert "PROTOCOL_VERSION" in err.upper().replace(" ", "_"), err
+    assert "result=protocol_version" in d.wait_access(2)[-1]
+
+
+def test_listener_tls12_cipher_list(pki, echo_backend, start_config):
+    text = with_rules('tls: {{ max_version: "1.2", ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384" }}')
+    d, port, _ = start_config(text, backend=echo_backend.addr)
+    ok, info = tlsclient.echo_transfer(tlsclient.context(pki), port, 100)
+    assert ok and info["version"] == "TLSv1.2" and info["cipher"] == "ECDHE-ECDSA-AES256-GCM-SHA384"
+    err = tlsclient.refusal(tlsclient.context(pki, ciphers="ECDHE-ECDSA-AES128-GCM-SHA256"), port)
+    assert "HANDSHAKE_FAILURE" in err.upper().replace(" ", "_"), err
+    assert "result=no_shared_cipher" in d.wait_access(2)[-1]
+
+
+def deep_client(pki, tmp_path):
+    """leaf -> CA 2 -> CA 1 -> root: two CAs between the leaf and the anchor."""
+    import os
+    import sys
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pki"))
+    import gen_pki
+    with open(f"{pki}/root-ca.crt", "rb") as f:
+        root = cx509.load_pem_x509_certificate(f.read())
+    with open(f"{pki}/root-ca.key", "rb") as f:
+        root_key = serialization.load_pem_private_key(f.read(), None)
+    ca1_key, ca2_key, leaf_key = gen_pki.ec_key(), gen_pki.ec_key(), gen_pki.ec_key()
+    ca1 = gen_pki.build(gen_pki.name("CA 1"), ca1_key, root, root_key, ca=True)
+    ca2 = gen_pki.build(gen_pki.name("CA 2"), ca2_key, ca1, ca1_key, ca=True)
+    leaf = gen_pki.build(gen_pki.name("deep.demo"), leaf_key, ca2, ca2_key,
+                         eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    out = gen_pki.Out(str(tmp_path))
+    out.cert("deep-chain.crt", leaf, ca2, ca1)
+    out.key("deep.key", leaf_key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(f"{pki}/root-ca.crt")
+    ctx.load_cert_chain(str(tmp_path / "deep-chain.crt"), str(tmp_path / "deep.key"))
+    return ctx
+
+
+@pytest.mark.parametrize("depth,passes", [(1, False), (2, True)])
+def test_verify_depth_counts_intermediates(pki, echo_backend, start_config, tmp_path, depth, passes):
+    """OpenSSL's (and nginx's) meaning: how many CAs may stand between the
+    client's certificate and the trusted one."""
+    d, port, _ = start_config(with_rules(f"verify_depth: {depth}"), backend=echo_backend.addr)
+    assert tlsclient.echo_transfer(tlsclient.context(pki), port, 10)[0], "one intermediate"
+    ctx = deep_client(pki, tmp_path)
+    if passes:
+        assert tlsclient.echo_transfer(ctx, port, 10)[0]
+    else:
+        tlsclient.refusal(ctx, port)
+        assert "result=chain_too_long" in d.wait_access(2)[-1]
+
+
+def test_bad_signature(pki, echo_backend, start_config, tmp_path):
+    with open(f"{pki}/client.crt", "rb") as f:
+        der = bytearray(x509.load_pem_x509_certificate(f.read()).public_bytes(Encoding.DER))
+    der[-5] ^= 0x01  # inside the ECDSA signature
+    import base64
+    pem = (b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(der)) +
+           b"-----END CERTIFICATE-----\n")
+    with open(f"{pki}/intermediate-ca.crt", "rb") as f:
+        (tmp_path / "bad-chain.crt").write_bytes(pem + f.read())
+    d, port, _ = start_config(BASE, backend=echo_backend.addr)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(f"{pki}/root-ca.crt")
+    ctx.load_cert_chain(str(tmp_path / "bad-chain.crt"), f"{pki}/client.key")
+    err = tlsclient.refusal(ctx, port)
+    e = err.upper().replace(" ", "_")
+    assert "DECRYPT_ERROR" in e or "BAD_CERTIFICATE" in e, err
+    assert "result=bad_signature" in d.wait_access(1)[-1]
+    assert echo_backend.connections == 0
