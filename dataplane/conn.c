@@ -98,6 +98,7 @@ static void conn_free(struct kg_conn *c)
 	struct kg_worker *w = c->w;
 
 	log_access(c);
+	kg_srclimit_release(&c->src);
 	w->stats.bytes_in += c->bytes_in;
 	w->stats.bytes_out += c->bytes_out;
 	ring_close_fd(w, c->cfd);

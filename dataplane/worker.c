@@ -2,6 +2,7 @@
  * connection it accepted. Nothing here blocks: all socket I/O is ring I/O. */
 #include "worker.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -14,6 +15,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "srclimit.h"
 
 #define KG_RING_ENTRIES 1024
 #define KG_CQ_ENTRIES 16384
@@ -96,6 +98,7 @@ int kg_worker_init(struct kg_worker *w, unsigned id, int cpu, const struct kg_ru
 	int rc;
 
 	memset(w, 0, sizeof(*w));
+	kg_srclimit_configure(rt->opt->max_conns_per_source);
 	w->id = id;
 	w->cpu = cpu;
 	w->rt = rt;
@@ -177,6 +180,41 @@ static void refuse_over_limit(struct kg_worker *w, int fd)
 	close_fd_via_ring(w, fd);
 }
 
+/* Counts the client against its address's cap; false (and logged at most
+ * once per second per worker) when it is over. */
+static bool source_admitted(struct kg_worker *w, int fd, struct kg_src_key *key)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char client[64];
+	uint64_t now;
+
+	key->family = 0;
+	if (!kg_srclimit_enabled())
+		return true;
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return true; /* already reset: the handshake will notice and log it */
+	if (kg_srclimit_acquire((struct sockaddr *)&ss, key))
+		return true;
+	w->stats.source_limit_hits++;
+	now = kg_now_ms();
+	if (!w->last_source_log_ms || now - w->last_source_log_ms >= KG_LOG_INTERVAL_MS) {
+		w->last_source_log_ms = now;
+		/* The address without the port: the port differs per connection. */
+		if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, client, sizeof(client));
+		else
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, client, sizeof(client));
+		struct kg_field f[] = {
+			KG_I("worker", w->id), KG_S("client", client),
+			KG_I("max_conns_per_source", w->rt->opt->max_conns_per_source),
+			KG_I("refused_total", w->stats.source_limit_hits),
+		};
+		kg_log_event(KG_LOG_WARN, "source_limit", f, KG_NFIELDS(f));
+	}
+	return false;
+}
+
 static bool accept_out_of_resources(int res)
 {
 	return res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM;
@@ -255,11 +293,18 @@ static void on_accept(struct kg_listener *l, int res, unsigned flags)
 		refuse_over_limit(w, res);
 		return;
 	}
-	struct kg_conn *c = kg_conn_new(w, res, l->index);
-	if (!c) {
+	struct kg_src_key src;
+	if (!source_admitted(w, res, &src)) {
 		close_fd_via_ring(w, res);
 		return;
 	}
+	struct kg_conn *c = kg_conn_new(w, res, l->index);
+	if (!c) {
+		kg_srclimit_release(&src);
+		close_fd_via_ring(w, res);
+		return;
+	}
+	c->src = src;
 	if (kg_hs_start(c) < 0) {
 		c->result = "internal_error";
 		kg_conn_close(c, "out_of_memory");

@@ -53,6 +53,7 @@ struct kg_worker {
 	bool draining;
 	uint64_t drain_deadline_ms;
 	uint64_t last_limit_log_ms;
+	uint64_t last_source_log_ms;
 	uint64_t last_accept_log_ms;
 	uint64_t accept_errors_unlogged;
 	int exit_status;

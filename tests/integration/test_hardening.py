@@ -405,6 +405,37 @@ def test_flood_of_stalled_connections_does_not_starve_a_good_client(pki, echo_ba
     assert nfds(pid) == base
 
 
+def alive(sock):
+    """True while the server keeps the connection open (nothing to read yet)."""
+    try:
+        return sock.recv(1, socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def test_max_conns_per_source_is_global_and_logged(pki, echo_backend, start_daemon):
+    """Counted across both workers, per client address: 127.0.0.2 gets 5
+    connections in all, 127.0.0.1 is not affected, closing frees the slots."""
+    d, port = start_daemon(echo_backend.addr, "--max-conns-per-source", "5",
+                           "--handshake-timeout", "30")
+    socks = open_stalled(12, port, src="127.0.0.2", half_hello_every=0)
+    time.sleep(0.5)
+    assert sum(alive(s) for s in socks) == 5
+    d.wait_log(r"warn source_limit worker=\d client=127\.0\.0\.2 max_conns_per_source=5 "
+               r"refused_total=\d+")
+    still_serves(pki, port)  # another address has its own budget
+    for s in socks:
+        s.close()
+    d.wait_access(6)  # the five stalled ones ended (client_closed) and the good one
+    again = open_stalled(5, port, src="127.0.0.2", half_hello_every=0)
+    time.sleep(0.5)
+    assert all(alive(s) for s in again)
+    for s in again:
+        s.close()
+
+
 # --- resets at every stage -------------------------------------------------------------------
 
 def reset_mid_handshake(pki, port):
