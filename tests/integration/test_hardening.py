@@ -559,6 +559,25 @@ def test_client_reset_at_every_stage_no_fd_leak(pki, start_daemon):
 
 # --- backend faults --------------------------------------------------------------------------
 
+def test_backend_refusing_batch_no_fd_leak(pki, start_daemon):
+    """50 clients against a backend that refuses: each gets close_notify and
+    EOF (never data), each is logged, and no backend socket is left behind."""
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, not listening: connect is refused
+    d, port = start_daemon(f"127.0.0.1:{dead.getsockname()[1]}")
+    pid = d.proc.pid
+    base = settled_nfds(pid)
+    for _ in range(50):
+        s = tlsclient.connect(tlsclient.context(pki), port)
+        s.sendall(b"hello?")
+        assert s.recv(10) == b""  # close_notify, then FIN
+        s.close()
+    lines = d.wait_access(50)
+    assert all("result=backend_unavailable" in l and "Connection refused" in l for l in lines)
+    assert settled_nfds(pid) == base
+    dead.close()
+
+
 def test_backend_reset_mid_stream(pki, start_daemon):
     """The client gets what the backend sent, then a TCP close without
     close_notify: it can tell the stream was cut, not finished."""
