@@ -136,6 +136,7 @@ struct kg_config {
 	char *control_socket;
 	enum kg_ktls_mode ktls;
 	unsigned max_conns; /* per worker */
+	unsigned max_conns_per_source; /* live connections per client IP, whole process; 0: no cap */
 	unsigned handshake_timeout_ms, idle_timeout_ms, connect_timeout_ms, drain_timeout_ms;
 	bool kill_revoked_on_crl_update;
 	struct kg_listener_spec *listeners;

@@ -819,6 +819,11 @@ static int g_max_conns(struct yctx *y, const struct ynode *v, const char *key, v
 	return set_uint(y, v, key, 1, INT_MAX, &((struct kg_config *)obj)->max_conns);
 }
 
+static int g_max_per_source(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_uint(y, v, key, 0, INT_MAX, &((struct kg_config *)obj)->max_conns_per_source);
+}
+
 static int t_handshake(struct yctx *y, const struct ynode *v, const char *key, void *obj)
 {
 	return set_duration(y, v, key, &((struct kg_config *)obj)->handshake_timeout_ms);
@@ -858,6 +863,7 @@ static const struct ykey global_keys[] = {
 	{ "workers", g_workers }, { "cpus", g_cpus }, { "user", g_user }, { "group", g_group },
 	{ "log", g_log }, { "control_socket", g_control_socket }, { "ktls", g_ktls },
 	{ "max_connections", g_max_conns }, { "timeouts", g_timeouts },
+	{ "max_connections_per_source", g_max_per_source },
 	{ "kill_revoked_on_crl_update", g_kill_revoked },
 };
 

@@ -14,6 +14,7 @@ enum {
 	OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LOG_FORMAT, OPT_CHECK, OPT_CONFIG,
 	OPT_HELP, OPT_VERSION, OPT_KTLS,
 	OPT_ALLOW_CN, OPT_ALLOW_DNS, OPT_ALLOW_URI, OPT_ALLOW_SUBJECT, OPT_DENY_SERIAL,
+	OPT_MAX_CONNS_PER_SOURCE,
 };
 
 static const struct option long_options[] = {
@@ -41,6 +42,7 @@ static const struct option long_options[] = {
 	{ "allow-uri", required_argument, NULL, OPT_ALLOW_URI },
 	{ "allow-subject", required_argument, NULL, OPT_ALLOW_SUBJECT },
 	{ "deny-serial", required_argument, NULL, OPT_DENY_SERIAL },
+	{ "max-conns-per-source", required_argument, NULL, OPT_MAX_CONNS_PER_SOURCE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -61,6 +63,8 @@ void kg_options_usage(FILE *out)
 	      "  --workers N              worker threads, one pinned per CPU (default: online CPUs)\n"
 	      "  --verify-depth N         intermediate CAs allowed below a trusted CA (default 4)\n"
 	      "  --max-conns N            connections per worker (default 10000)\n"
+	      "  --max-conns-per-source N live connections per client IP address, counted\n"
+	      "                           across all workers (default 0: no cap)\n"
 	      "  --handshake-timeout S    (default 10)   --idle-timeout S (default 300)\n"
 	      "  --connect-timeout S      (default 5)    --drain-timeout S (default 30)\n"
 	      "  --log-format text|json   access and event log format on stderr (default text)\n"
@@ -169,6 +173,10 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 	case OPT_MAX_CONNS:
 		if (parse_uint(arg, 1, &o->max_conns) < 0)
 			FAIL("--max-conns %s: not a positive integer", arg);
+		return KG_PARSE_OK;
+	case OPT_MAX_CONNS_PER_SOURCE:
+		if (parse_uint(arg, 0, &o->max_conns_per_source) < 0)
+			FAIL("--max-conns-per-source %s: not a non-negative integer", arg);
 		return KG_PARSE_OK;
 	case OPT_HS_TIMEOUT:
 	case OPT_IDLE_TIMEOUT:

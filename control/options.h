@@ -49,6 +49,7 @@ struct kg_options {
 	unsigned workers;            /* 0: one per online CPU */
 	unsigned verify_depth;
 	unsigned max_conns;          /* per worker */
+	unsigned max_conns_per_source; /* per client IP, whole process; 0: no cap */
 	unsigned handshake_timeout_ms;
 	unsigned idle_timeout_ms;
 	unsigned connect_timeout_ms;

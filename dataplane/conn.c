@@ -105,6 +105,7 @@ static void conn_free(struct kg_conn *c)
 	struct kg_worker *w = c->w;
 
 	log_access(c);
+	kg_srclimit_release(&c->src);
 	w->stats.bytes_in += c->bytes_in;
 	w->stats.bytes_out += c->bytes_out;
 	ring_close_fd(w, c->cfd);
@@ -287,9 +288,20 @@ void kg_conn_linger(struct kg_conn *c)
 		kg_conn_shutdown_wr(c, c->cfd, KG_OP_CLI_SHUT);
 }
 
+/* The client went away mid-handshake, seen by a recv (0: FIN) or a send. */
+static void client_gone_in_handshake(struct kg_conn *c, int res)
+{
+	c->result = "client_closed";
+	snprintf(c->peer.detail, sizeof(c->peer.detail), "%s",
+		 res == 0 ? "client closed the connection during the handshake" : strerror(-res));
+}
+
 static void handshake_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 {
 	if (op == KG_OP_CLI_SEND) {
+		/* A reset that hits our flight first must not be logged result=error. */
+		if (res < 0)
+			client_gone_in_handshake(c, res);
 		kg_conn_send_progress(c, op, res);
 		return;
 	}
@@ -297,10 +309,7 @@ static void handshake_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 		return;
 	c->cli_recv_busy = false;
 	if (res <= 0) {
-		c->result = "client_closed";
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "%s",
-			 res == 0 ? "client closed the connection during the handshake"
-				  : strerror(-res));
+		client_gone_in_handshake(c, res);
 		kg_conn_close(c, res == 0 ? "client_eof" : "client_reset");
 		return;
 	}

@@ -10,6 +10,7 @@
 #include "ktls.h"
 #include "relay.h"
 #include "ring.h"
+#include "srclimit.h"
 #include "worker.h"
 
 #define KG_BUF_SIZE (16384 + 512) /* one full TLS record plus overhead */
@@ -51,6 +52,7 @@ struct kg_conn {
 	const struct kg_listener_rt *lrt;
 	const struct kg_route *route;   /* picked from the SNI in the ClientHello */
 	int cfd, bfd;
+	struct kg_src_key src;      /* counted against --max-conns-per-source */
 	enum kg_conn_state state;
 	unsigned inflight;          /* ring operations not yet completed */
 	bool cli_recv_busy, cli_send_busy, be_recv_busy, be_send_busy;

@@ -36,6 +36,8 @@ struct kg_worker_stats {
 	uint64_t connect_timeouts;
 	uint64_t backend_failures;
 	uint64_t conn_limit_hits;
+	uint64_t source_limit_hits; /* refused by --max-conns-per-source */
+	uint64_t accept_errors;     /* EMFILE and friends: accepting paused meanwhile */
 	uint64_t bytes_in;  /* plaintext client -> backend */
 	uint64_t bytes_out; /* plaintext backend -> client */
 };

@@ -2,6 +2,7 @@
  * connection it accepted. Nothing here blocks: all socket I/O is ring I/O. */
 #include "worker.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -14,11 +15,16 @@
 
 #include "conn.h"
 #include "log.h"
+#include "srclimit.h"
 
 #define KG_RING_ENTRIES 1024
 #define KG_CQ_ENTRIES 16384
 #define KG_TICK_MS 200
 #define KG_LISTEN_BACKLOG 4096
+/* Out of fds (or kernel memory): stop accepting this long before retrying.
+ * Re-arming at once would fail at once, a busy loop that floods the log. */
+#define KG_ACCEPT_BACKOFF_MS 250
+#define KG_LOG_INTERVAL_MS 1000
 
 uint64_t kg_now_ms(void)
 {
@@ -123,6 +129,7 @@ int kg_worker_init(struct kg_worker *w, unsigned id, int cpu, const struct kg_ru
 	int rc;
 
 	memset(w, 0, sizeof(*w));
+	kg_srclimit_configure(rt->gen->cfg.max_conns_per_source);
 	w->id = id;
 	w->cpu = cpu;
 	w->rt = rt;
@@ -201,20 +208,109 @@ static void refuse_over_limit(struct kg_worker *w, int fd)
 	close_fd_via_ring(w, fd);
 }
 
+/* Counts the client against its address's cap; false (and logged at most
+ * once per second per worker) when it is over. */
+static bool source_admitted(struct kg_worker *w, int fd, struct kg_src_key *key)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char client[64];
+	uint64_t now;
+
+	key->family = 0;
+	if (!kg_srclimit_enabled())
+		return true;
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return true; /* already reset: the handshake will notice and log it */
+	if (kg_srclimit_acquire((struct sockaddr *)&ss, key))
+		return true;
+	w->stats.source_limit_hits++;
+	now = kg_now_ms();
+	if (!w->last_source_log_ms || now - w->last_source_log_ms >= KG_LOG_INTERVAL_MS) {
+		w->last_source_log_ms = now;
+		/* The address without the port: the port differs per connection. */
+		if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, client, sizeof(client));
+		else
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, client, sizeof(client));
+		struct kg_field f[] = {
+			KG_I("worker", w->id), KG_S("client", client),
+			KG_I("max_conns_per_source", w->gen->cfg.max_conns_per_source),
+			KG_I("refused_total", w->stats.source_limit_hits),
+		};
+		kg_log_event(KG_LOG_WARN, "source_limit", f, KG_NFIELDS(f));
+	}
+	return false;
+}
+
+static bool accept_out_of_resources(int res)
+{
+	return res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM;
+}
+
+/* At most one line per second per worker; the count says what was skipped. */
+static void log_accept_error(struct kg_worker *w, int res, bool paused)
+{
+	uint64_t now = kg_now_ms();
+
+	w->stats.accept_errors++;
+	w->accept_errors_unlogged++;
+	if (w->last_accept_log_ms && now - w->last_accept_log_ms < KG_LOG_INTERVAL_MS)
+		return;
+	w->last_accept_log_ms = now;
+	struct kg_field f[] = {
+		KG_I("worker", w->id), KG_S("reason", strerror(-res)),
+		KG_I("errors", w->accept_errors_unlogged), KG_I("errors_total", w->stats.accept_errors),
+		KG_I("backoff_ms", paused ? KG_ACCEPT_BACKOFF_MS : 0),
+	};
+	kg_log_event(KG_LOG_WARN, "accept_error", f, KG_NFIELDS(f));
+	w->accept_errors_unlogged = 0;
+}
+
+/* Stops accepting on l until the tick after resume_ms. */
+static void pause_accept(struct kg_listener *l, bool multishot_alive)
+{
+	struct io_uring_sqe *sqe;
+
+	if (l->resume_ms)
+		return;
+	l->resume_ms = kg_now_ms() + KG_ACCEPT_BACKOFF_MS;
+	if (multishot_alive) {
+		sqe = kg_get_sqe(&l->worker->ring);
+		io_uring_prep_cancel64(sqe, kg_ud(l, KG_OP_ACCEPT), 0);
+		io_uring_sqe_set_data64(sqe, kg_ud(NULL, KG_OP_IGNORE));
+	}
+}
+
+static void resume_accepts(struct kg_worker *w, uint64_t now)
+{
+	for (size_t i = 0; i < w->nlisteners; i++) {
+		struct kg_listener *l = &w->listeners[i];
+		if (!l->resume_ms || now < l->resume_ms)
+			continue;
+		l->resume_ms = 0;
+		if (!l->armed && !w->draining)
+			arm_accept(l);
+	}
+}
+
 static void on_accept(struct kg_listener *l, int res, unsigned flags)
 {
 	struct kg_worker *w = l->worker;
+	bool ended = !(flags & IORING_CQE_F_MORE);
 
-	if (!(flags & IORING_CQE_F_MORE)) {
+	if (res < 0 && accept_out_of_resources(res))
+		pause_accept(l, !ended);
+	if (ended) {
 		l->armed = false;
 		if (w->draining)
 			close_fd_via_ring(w, l->fd);
-		else
-			arm_accept(l); /* the kernel ended the multishot (e.g. ENFILE) */
+		else if (!l->resume_ms)
+			arm_accept(l); /* the kernel ended the multishot */
 	}
 	if (res < 0) {
 		if (res != -ECANCELED)
-			kg_log_msg(KG_LOG_WARN, "accept_error", "worker %u: %s", w->id, strerror(-res));
+			log_accept_error(w, res, l->resume_ms != 0);
 		return;
 	}
 	if (w->draining) {
@@ -225,11 +321,18 @@ static void on_accept(struct kg_listener *l, int res, unsigned flags)
 		refuse_over_limit(w, res);
 		return;
 	}
-	struct kg_conn *c = kg_conn_new(w, res, l->index);
-	if (!c) {
+	struct kg_src_key src;
+	if (!source_admitted(w, res, &src)) {
 		close_fd_via_ring(w, res);
 		return;
 	}
+	struct kg_conn *c = kg_conn_new(w, res, l->index);
+	if (!c) {
+		kg_srclimit_release(&src);
+		close_fd_via_ring(w, res);
+		return;
+	}
+	c->src = src;
 	if (kg_hs_start(c) < 0) {
 		c->result = "internal_error";
 		kg_conn_close(c, "out_of_memory");
@@ -243,8 +346,12 @@ static void start_drain(struct kg_worker *w)
 	w->draining = true;
 	w->drain_deadline_ms = kg_now_ms() + w->gen->cfg.drain_timeout_ms;
 	for (size_t i = 0; i < w->nlisteners; i++) {
-		if (!w->listeners[i].armed)
+		if (!w->listeners[i].armed) {
+			if (w->listeners[i].resume_ms) /* paused: nothing will close it later */
+				close_fd_via_ring(w, w->listeners[i].fd);
+			w->listeners[i].resume_ms = 0;
 			continue;
+		}
 		sqe = kg_get_sqe(&w->ring);
 		io_uring_prep_cancel64(sqe, kg_ud(&w->listeners[i], KG_OP_ACCEPT), 0);
 		io_uring_sqe_set_data64(sqe, kg_ud(NULL, KG_OP_IGNORE));
@@ -266,6 +373,7 @@ static void on_tick(struct kg_worker *w)
 		else if (c->deadline_ms && now >= c->deadline_ms)
 			kg_conn_on_deadline(c);
 	}
+	resume_accepts(w, now);
 	arm_tick(w);
 }
 

@@ -31,6 +31,7 @@ struct kg_listener {
 	unsigned index; /* the configuration's listener this socket serves */
 	struct kg_worker *worker;
 	bool armed;
+	uint64_t resume_ms;    /* accepting paused (out of fds) until then; 0: not paused */
 } KG_ALIGNED;
 
 struct kg_conn;
@@ -54,6 +55,9 @@ struct kg_worker {
 	bool draining;
 	uint64_t drain_deadline_ms;
 	uint64_t last_limit_log_ms;
+	uint64_t last_source_log_ms;
+	uint64_t last_accept_log_ms;
+	uint64_t accept_errors_unlogged;
 	int exit_status;
 	struct kg_worker_stats stats;
 } KG_ALIGNED;

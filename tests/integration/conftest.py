@@ -134,11 +134,13 @@ def http_backend():
 
 
 class Daemon:
-    def __init__(self, args, log_path):
+    def __init__(self, args, log_path, preexec_fn=None):
         self.args = args
         self.log_path = log_path
         self.log = open(log_path, "w")
-        self.proc = subprocess.Popen([BIN] + args, stdout=subprocess.PIPE, stderr=self.log)
+        # preexec_fn: e.g. setrlimit before exec (fd exhaustion tests).
+        self.proc = subprocess.Popen([BIN] + args, stdout=subprocess.PIPE, stderr=self.log,
+                                     preexec_fn=preexec_fn)
 
     def wait_ready(self, timeout=10):
         self.wait_log(r'( ready |"event":"ready")', timeout)
@@ -220,7 +222,7 @@ def start_daemon(pki, tmp_path, daemons):
     """start_daemon(backend_addr, *extra, port=None) -> (Daemon, port)."""
 
     def start(backend, *extra, port=None, listen=None, identities=("ecdsa",), client_ca=None,
-              ready=True):
+              ready=True, preexec_fn=None):
         port = port or free_port()
         args = ["--listen", listen or f"127.0.0.1:{port}"]
         for kind in identities:
@@ -229,7 +231,7 @@ def start_daemon(pki, tmp_path, daemons):
         for b in ([backend] if isinstance(backend, str) else backend):
             args += ["--backend", b]
         args += list(extra)
-        d = Daemon(args, str(tmp_path / f"ktlsgate-{len(daemons)}.log"))
+        d = Daemon(args, str(tmp_path / f"ktlsgate-{len(daemons)}.log"), preexec_fn)
         daemons.append(d)
         if ready:
             d.wait_ready()

@@ -28,6 +28,12 @@ int main(void)
 	CHECK(o.handshake_timeout_ms == 500 && o.workers == 3 && o.ncrls == 2);
 	CHECK(o.nbackends == 2 && o.log_format == KG_LOG_JSON);
 
+	CHECK(o.max_conns_per_source == 0); /* off unless asked for */
+	CHECK(PARSE(BASE, "--max-conns-per-source", "20") == KG_PARSE_OK);
+	CHECK(o.max_conns_per_source == 20);
+	CHECK(PARSE(BASE, "--max-conns-per-source", "-3") == KG_PARSE_ERROR);
+	CHECK_STR(err, "--max-conns-per-source -3: not a non-negative integer");
+
 	CHECK(PARSE(BASE, "--workers", "abc") == KG_PARSE_ERROR);
 	CHECK_STR(err, "--workers abc: not a positive integer (1-1024)");
 	CHECK(PARSE(BASE, "--workers", "0") == KG_PARSE_ERROR);
