@@ -361,6 +361,7 @@ static void test_semantics(void)
 	p = kg_policy_compile(&none, err, sizeof(err));
 	CHECK(p && kg_policy_empty(p));
 	CHECK(kg_policy_check(p, alice, &rule));
+	CHECK(rule == NULL);
 	CHECK(kg_policy_check(p, NULL, NULL));
 	kg_policy_free(p);
 
@@ -402,6 +403,7 @@ static void test_semantics(void)
 	rules = (struct kg_rules){ .deny = deny, .ndeny = 3 };
 	p = kg_policy_compile(&rules, err, sizeof(err));
 	CHECK(kg_policy_check(p, bare, &rule));
+	CHECK(rule == NULL); /* no allow rule to name */
 	CHECK(kg_policy_check(p, NULL, &rule));
 	CHECK(!kg_policy_check(p, alice, &rule));
 	CHECK_STR(rule, "no-alice-mail");
