@@ -833,6 +833,13 @@ bool kg_policy_check(const struct kg_policy *p, X509 *leaf, const char **rule)
 			*rule = NULL;
 		return true;
 	}
+	/* Extensions OpenSSL could not decode consistently (a second SAN, say)
+	 * would hide names from deny rules: refuse rather than guess. */
+	if (leaf && (X509_get_extension_flags(leaf) & EXFLAG_INVALID)) {
+		if (rule)
+			*rule = "invalid certificate extensions";
+		return false;
+	}
 	ok = decide(p, &f, &name);
 	facts_free(&f);
 	if (rule)

@@ -134,7 +134,7 @@ static const struct rdn ca_name[] = {
 	{ "C", "US", false }, { "O", "Example Inc", false }, { "CN", "Example Issuing CA", false }, { NULL, NULL, false },
 };
 
-static X509 *alice, *deep, *bare, *zero;
+static X509 *alice, *deep, *bare, *zero, *dup_san;
 
 static void make_certs(void)
 {
@@ -157,6 +157,14 @@ static void make_certs(void)
 		.subject = bare_subject, .issuer = ca_name, .serial = "7F" });
 	zero = make_cert(&(struct certspec){
 		.subject = bare_subject, .issuer = ca_name, .serial = "0" });
+	/* a second SAN extension that no decoder agrees about */
+	dup_san = make_cert(&(struct certspec){
+		.subject = bare_subject, .issuer = ca_name, .serial = "2", .san = "DNS:ok.example.com" });
+	X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name,
+						   "DNS:evil.example.com");
+	if (!ext || !X509_add_ext(dup_san, ext, -1) || !X509_sign(dup_san, key, EVP_sha256()))
+		abort();
+	X509_EXTENSION_free(ext);
 }
 
 static void test_subject(void)
@@ -363,6 +371,7 @@ static void test_semantics(void)
 	CHECK(kg_policy_check(p, alice, &rule));
 	CHECK(rule == NULL);
 	CHECK(kg_policy_check(p, NULL, NULL));
+	CHECK(kg_policy_check(p, dup_san, NULL)); /* no rule: nothing to look at */
 	kg_policy_free(p);
 
 	p = kg_policy_compile(&rules, err, sizeof(err));
@@ -407,6 +416,9 @@ static void test_semantics(void)
 	CHECK(kg_policy_check(p, NULL, &rule));
 	CHECK(!kg_policy_check(p, alice, &rule));
 	CHECK_STR(rule, "no-alice-mail");
+	/* names a deny rule cannot see are not a way past it */
+	CHECK(!kg_policy_check(p, dup_san, &rule));
+	CHECK_STR(rule, "invalid certificate extensions");
 	kg_policy_free(p);
 }
 
@@ -522,6 +534,7 @@ int main(void)
 	X509_free(deep);
 	X509_free(bare);
 	X509_free(zero);
+	X509_free(dup_san);
 	EVP_PKEY_free(key);
 	return T_DONE();
 }
