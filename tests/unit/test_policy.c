@@ -443,6 +443,12 @@ static void test_errors(void)
 	CHECK_STR(compile_error(KG_MATCH_FINGERPRINT, "ab\ncd"),
 		  "policy.yaml:7:9: fingerprint: not a SHA-256 fingerprint (64 hex digits): "
 		  "\"ab\\x0acd\"");
+	char long_fp[201], want[300];
+	memset(long_fp, 'a', 200);
+	long_fp[200] = '\0';
+	snprintf(want, sizeof(want), "policy.yaml:7:9: fingerprint: not a SHA-256 fingerprint "
+		 "(64 hex digits): \"%.150s...\"", long_fp);
+	CHECK_STR(compile_error(KG_MATCH_FINGERPRINT, long_fp), want); /* cut, not overflowed */
 	CHECK_STR(compile_error(KG_MATCH_SERIAL, "12G4"),
 		  "policy.yaml:7:9: serial: not a serial number (hex digits, ':' allowed): \"12G4\"");
 	CHECK_STR(compile_error(KG_MATCH_SERIAL, "0x1F"),
