@@ -285,29 +285,29 @@ static const char *normalise_dns(struct pval *v)
 		return "wildcard only as a leading \"*.\" label";
 	if (s[0] == '.' || s[v->len - 1] == '.' || strstr(s, ".."))
 		return "not a DNS name (empty label)";
-	if (v->wild && v->len < 3)
-		return "wildcard only as a leading \"*.\" label";
 	return NULL;
 }
 
-/* Scheme and authority ("spiffe://Trust.Domain") are case-insensitive. */
+/* Scheme and authority ("spiffe://Trust.Domain") are case-insensitive: v->fold
+ * covers them (all of a prefix that ends inside them). */
 static void normalise_uri(struct pval *v)
 {
-	char *colon, *end;
+	size_t scheme;
+	char *end;
 
 	if (v->len && v->s[v->len - 1] == '*') {
 		v->prefix = true;
 		v->s[--v->len] = '\0';
 	}
-	colon = strchr(v->s, ':');
-	if (!colon) {
-		v->fold = 0;
-		return;
+	scheme = strspn(v->s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+	if (v->s[scheme] != ':') {
+		v->fold = v->prefix && scheme == v->len ? v->len : 0;
+	} else {
+		end = v->s + scheme + 1;
+		if (end[0] == '/' && end[1] == '/')
+			end += 2 + strcspn(end + 2, "/?#");
+		v->fold = (size_t)(end - v->s);
 	}
-	end = colon + 1;
-	if (end[0] == '/' && end[1] == '/')
-		end += 2 + strcspn(end + 2, "/?#");
-	v->fold = (size_t)(end - v->s);
 	for (size_t i = 0; i < v->fold; i++)
 		v->s[i] = ascii_lower(v->s[i]);
 }

@@ -269,6 +269,11 @@ static void test_uri(void)
 	PASS(alice, KG_MATCH_URI, "spiffe://prod.example.org/ns/web/*");
 	PASS(alice, KG_MATCH_URI, "spiffe://PROD.example.org/*");
 	PASS(alice, KG_MATCH_URI, "spiffe://prod.*");
+	PASS(alice, KG_MATCH_URI, "SPIF*"); /* a prefix inside the scheme */
+	PASS(alice, KG_MATCH_URI, "Spiffe:*");
+	REFUSE(alice, KG_MATCH_URI, "spiffe:x*");
+	PASS(alice, KG_MATCH_URI, "spiffe:/*");
+	REFUSE(alice, KG_MATCH_URI, "/ns/web/*"); /* no scheme: not a suffix match */
 	REFUSE(alice, KG_MATCH_URI, "spiffe://prod.example.org/ns/WEB/*");
 	REFUSE(alice, KG_MATCH_URI, "spiffe://prod.example.org/ns/api/*");
 	REFUSE(alice, KG_MATCH_URI, "spiffe://prod.example.org/ns/web/sa/frontend/x*");
