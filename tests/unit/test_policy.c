@@ -338,6 +338,90 @@ static void test_fingerprint(void)
 	REFUSE(alice, KG_MATCH_FINGERPRINT, hex);
 }
 
+/* A certificate whose SAN extension holds exactly der. */
+static X509 *raw_san_cert(const unsigned char *der, int len)
+{
+	static const struct rdn subject[] = { { "CN", "raw", false }, { NULL, NULL, false } };
+	X509 *x = make_cert(&(struct certspec){ .subject = subject, .issuer = ca_name,
+						 .serial = "3" });
+	ASN1_OCTET_STRING *o = ASN1_OCTET_STRING_new();
+	X509_EXTENSION *e;
+
+	if (!o || !ASN1_OCTET_STRING_set(o, der, len) ||
+	    !(e = X509_EXTENSION_create_by_NID(NULL, NID_subject_alt_name, 0, o)) ||
+	    !X509_add_ext(x, e, -1) || !X509_sign(x, key, EVP_sha256()))
+		abort();
+	X509_EXTENSION_free(e);
+	ASN1_OCTET_STRING_free(o);
+	return x;
+}
+
+/* OpenSSL reads BER in a SAN (a dNSName split in constructed pieces,
+ * indefinite lengths, bytes after the names) without flagging anything.
+ * The matcher walks the DER itself, so whatever it cannot read strictly
+ * refuses the client: a deny rule might have matched the hidden name. */
+static void test_san_encoding(void)
+{
+	static const unsigned char split[] = { 0x30, 0x0c, 0xa2, 0x0a, 0x16, 0x03, 'a', '.', 'b',
+					       0x16, 0x03, '.', 'c', 'o' };
+	static const unsigned char trailing[] = { 0x30, 0x05, 0x82, 0x03, 'a', '.', 'b', 0xff };
+	static const unsigned char indefinite[] = { 0x30, 0x80, 0x82, 0x03, 'a', '.', 'b', 0, 0 };
+	static const unsigned char long_len[] = { 0x30, 0x81, 0x05, 0x82, 0x03, 'a', '.', 'b' };
+	static const unsigned char nul[] = { 0x30, 0x0c, 0x82, 0x05, 'a', '.', 'b', 0, 'x',
+					     0x82, 0x03, 'c', '.', 'd' };
+	struct { const unsigned char *der; int len; bool readable; } cases[] = {
+		{ split, sizeof(split), false },
+		{ trailing, sizeof(trailing), false },
+		{ indefinite, sizeof(indefinite), false },
+		{ long_len, sizeof(long_len), true }, /* not minimal, still one reading */
+		{ nul, sizeof(nul), true },
+	};
+	struct kg_cond d0 = cond(KG_MATCH_DNS, VALS("a.b.co", "a.b"), 40);
+	struct kg_cond a0 = cond(KG_MATCH_DNS, VALS("a.b", "c.d"), 41);
+	struct kg_cond cn = cond(KG_MATCH_CN, VALS("raw"), 42);
+	struct kg_rule_spec deny = { .conds = &d0, .nconds = 1 };
+	struct kg_rule_spec allow = { .conds = &a0, .nconds = 1 };
+	struct kg_rule_spec by_cn = { .conds = &cn, .nconds = 1 };
+	struct kg_rules deny_only = { .deny = &deny, .ndeny = 1 };
+	struct kg_rules allow_dns = { .allow = &allow, .nallow = 1 };
+	struct kg_rules allow_cn = { .allow = &by_cn, .nallow = 1 };
+	char err[256], buf[64];
+	struct kg_policy *pd = kg_policy_compile(&deny_only, err, sizeof(err));
+	struct kg_policy *pa = kg_policy_compile(&allow_dns, err, sizeof(err));
+	struct kg_policy *pc = kg_policy_compile(&allow_cn, err, sizeof(err));
+	const char *rule;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		X509 *x = raw_san_cert(cases[i].der, cases[i].len);
+		bool pass_deny = kg_policy_check(pd, x, &rule);
+
+		if (!cases[i].readable) {
+			CHECK(!pass_deny);
+			CHECK_STR(rule, "invalid certificate extensions");
+			CHECK(!kg_policy_check(pa, x, &rule));
+			CHECK_STR(rule, "invalid certificate extensions");
+		}
+		/* rules that never look at the SAN do not care how it is written */
+		CHECK(kg_policy_check(pc, x, &rule));
+		CHECK(!kg_cert_spiffe_id(x, buf, sizeof(buf)));
+		X509_free(x);
+	}
+	/* long form length: read, matched, denied by name */
+	X509 *x = raw_san_cert(long_len, sizeof(long_len));
+	CHECK(!kg_policy_check(pd, x, &rule));
+	CHECK_STR(rule, "deny[0]");
+	CHECK(kg_policy_check(pa, x, &rule));
+	X509_free(x);
+	/* a name cut by a NUL is no name; the next one still counts */
+	x = raw_san_cert(nul, sizeof(nul));
+	CHECK(kg_policy_check(pd, x, &rule));
+	CHECK(kg_policy_check(pa, x, &rule)); /* c.d */
+	X509_free(x);
+	kg_policy_free(pd);
+	kg_policy_free(pa);
+	kg_policy_free(pc);
+}
+
 static void test_spiffe_id(void)
 {
 	char buf[128], tiny[10];
@@ -538,6 +622,7 @@ int main(void)
 	test_serial();
 	test_fingerprint();
 	test_spiffe_id();
+	test_san_encoding();
 	test_semantics();
 	test_errors();
 	test_error_position();
