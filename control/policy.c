@@ -16,7 +16,11 @@
  * ',', attribute names case-insensitive, a non-ASCII byte the same whether
  * written raw (UTF-8) or as \XX, "\2C" the same as "\,". Values are
  * otherwise exact and case-sensitive; quoted values ("...") are not supported.
- * subject_regex runs over OpenSSL's text as printed, not the canonical form. */
+ * subject_regex runs over OpenSSL's text as printed, not the canonical form.
+ *
+ * Fail closed: a leaf whose extensions OpenSSL flags invalid, or whose SAN a
+ * rule needed but could not be read strictly, is refused with rule
+ * "invalid certificate extensions", since a deny rule might have matched. */
 #include "policy.h"
 
 #include <openssl/evp.h>
@@ -499,9 +503,10 @@ bool kg_policy_empty(const struct kg_policy *p)
  * Decoding the extension with X509_get_ext_d2i costs a dozen allocations per
  * handshake; the names we need are IA5 strings under implicit tags, so a
  * bounds-checked walk over the DER the certificate already holds is enough.
- * OpenSSL has decoded that DER once (EXFLAG_INVALID otherwise, which the
- * check refuses), so the walk and OpenSSL agree on what the names are; the
- * fuzz harness compares the two. */
+ * OpenSSL also reads BER there (a name split in constructed pieces,
+ * indefinite lengths, bytes after the SEQUENCE) without flagging it; a SAN
+ * this walk cannot read strictly refuses the client (fact_san). Where the
+ * walk does read it, it reads what OpenSSL reads: the fuzz harness checks. */
 
 #define SAN_EMAIL 0x81 /* [1] rfc822Name */
 #define SAN_DNS 0x82   /* [2] dNSName */
