@@ -3,6 +3,7 @@
 #include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "policy.h"
@@ -610,6 +611,50 @@ static void test_error_position(void)
 	CHECK_STR(err, "policy.yaml:31:5: allow: rule ops has no conditions");
 }
 
+/* One compiled policy shared by several workers, as the daemon does. */
+struct shared {
+	struct kg_policy *p;
+	int bad;
+};
+
+static void *worker(void *arg)
+{
+	struct shared *sh = arg;
+	const char *rule;
+
+	for (int i = 0; i < 500; i++) {
+		if (!kg_policy_check(sh->p, alice, &rule) || kg_policy_check(sh->p, deep, &rule) ||
+		    strcmp(rule, "no allow rule matched") != 0)
+			__atomic_add_fetch(&sh->bad, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	char fp[65];
+	kg_cert_fingerprint_hex(alice, fp, sizeof(fp));
+	struct kg_cond c[] = { cond(KG_MATCH_SUBJECT_REGEX, VALS("^UID=42\\+CN=alice-alt,"), 50),
+			       cond(KG_MATCH_URI, VALS("spiffe://prod.example.org/*"), 51),
+			       cond(KG_MATCH_FINGERPRINT, VALS(fp), 52),
+			       cond(KG_MATCH_ISSUER, VALS("CN=Example Issuing CA,O=Example Inc,C=US"), 53) };
+	struct kg_rule_spec r = { .conds = c, .nconds = 4 };
+	struct kg_rules rules = { .allow = &r, .nallow = 1 };
+	char err[256];
+	struct shared sh = { .p = kg_policy_compile(&rules, err, sizeof(err)) };
+	pthread_t t[4];
+
+	CHECK(sh.p != NULL);
+	if (!sh.p)
+		return;
+	for (int i = 0; i < 4; i++)
+		CHECK(pthread_create(&t[i], NULL, worker, &sh) == 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	CHECK(sh.bad == 0);
+	kg_policy_free(sh.p);
+}
+
 int main(void)
 {
 	make_certs();
@@ -623,6 +668,7 @@ int main(void)
 	test_fingerprint();
 	test_spiffe_id();
 	test_san_encoding();
+	test_threads();
 	test_semantics();
 	test_errors();
 	test_error_position();
