@@ -21,11 +21,12 @@ void kg_policy_free(struct kg_policy *p);
 bool kg_policy_empty(const struct kg_policy *p);
 
 /* Checks a verified leaf. Returns true to let it pass. When refused, *rule
- * names the rule: the deny rule that matched, or "no allow rule matched".
- * When passed, *rule is the allow rule that matched, or NULL when there are
- * no allow rules. rule may be NULL; *rule lives as long as p. A NULL leaf
- * (no client certificate) matches no condition. Allocates only for the
- * certificate facts the rules need (subject text, SAN list). */
+ * names the rule: the deny rule that matched, "no allow rule matched", or
+ * "invalid certificate extensions" (a SAN or extension that cannot be read
+ * safely: fail closed). When passed, *rule is the allow rule that matched,
+ * or NULL when there are no allow rules. rule may be NULL; *rule lives as
+ * long as p. A NULL leaf (no client certificate) matches no condition.
+ * Allocates only for the facts the rules need (DN text, DER to hash). */
 bool kg_policy_check(const struct kg_policy *p, X509 *leaf, const char **rule);
 
 /* Facts about a certificate the log, the policy and PROXY v2 share. */
