@@ -3,8 +3,8 @@
  * Compiling does every piece of work that depends only on the configuration
  * (regcomp, hex decoding, case folding, DN canonical form), so a check only
  * extracts facts from the certificate, each at most once and only when a
- * rule asks for it: a policy of "cn" rules never hashes the DER or decodes
- * the SAN extension.
+ * rule asks for it: a policy of "cn" rules never hashes the DER or prints
+ * the subject.
  *
  * Distinguished names (subject, issuer) are compared as the RFC 2253 text
  * OpenSSL prints with XN_FLAG_RFC2253, i.e. what
@@ -16,11 +16,16 @@
  * ',', attribute names case-insensitive, a non-ASCII byte the same whether
  * written raw (UTF-8) or as \XX, "\2C" the same as "\,". Values are
  * otherwise exact and case-sensitive; quoted values ("...") are not supported.
- * subject_regex runs over OpenSSL's text as printed, not the canonical form. */
+ * subject_regex runs over OpenSSL's text as printed, not the canonical form.
+ *
+ * Fail closed: a leaf whose extensions OpenSSL flags invalid, or whose SAN a
+ * rule needed but could not be read strictly, is refused with rule
+ * "invalid certificate extensions", since a deny rule might have matched. */
 #include "policy.h"
 
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -285,29 +290,29 @@ static const char *normalise_dns(struct pval *v)
 		return "wildcard only as a leading \"*.\" label";
 	if (s[0] == '.' || s[v->len - 1] == '.' || strstr(s, ".."))
 		return "not a DNS name (empty label)";
-	if (v->wild && v->len < 3)
-		return "wildcard only as a leading \"*.\" label";
 	return NULL;
 }
 
-/* Scheme and authority ("spiffe://Trust.Domain") are case-insensitive. */
+/* Scheme and authority ("spiffe://Trust.Domain") are case-insensitive: v->fold
+ * covers them (all of a prefix that ends inside them). */
 static void normalise_uri(struct pval *v)
 {
-	char *colon, *end;
+	size_t scheme;
+	char *end;
 
 	if (v->len && v->s[v->len - 1] == '*') {
 		v->prefix = true;
 		v->s[--v->len] = '\0';
 	}
-	colon = strchr(v->s, ':');
-	if (!colon) {
-		v->fold = 0;
-		return;
+	scheme = strspn(v->s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+	if (v->s[scheme] != ':') {
+		v->fold = v->prefix && scheme == v->len ? v->len : 0;
+	} else {
+		end = v->s + scheme + 1;
+		if (end[0] == '/' && end[1] == '/')
+			end += 2 + strcspn(end + 2, "/?#");
+		v->fold = (size_t)(end - v->s);
 	}
-	end = colon + 1;
-	if (end[0] == '/' && end[1] == '/')
-		end += 2 + strcspn(end + 2, "/?#");
-	v->fold = (size_t)(end - v->s);
 	for (size_t i = 0; i < v->fold; i++)
 		v->s[i] = ascii_lower(v->s[i]);
 }
@@ -494,6 +499,134 @@ bool kg_policy_empty(const struct kg_policy *p)
 	return !p || (p->nallow == 0 && p->ndeny == 0);
 }
 
+/* ---- subjectAltName, walked in place ----
+ * Decoding the extension with X509_get_ext_d2i costs a dozen allocations per
+ * handshake; the names we need are IA5 strings under implicit tags, so a
+ * bounds-checked walk over the DER the certificate already holds is enough.
+ * OpenSSL also reads BER there (a name split in constructed pieces,
+ * indefinite lengths, bytes after the SEQUENCE) without flagging it; a SAN
+ * this walk cannot read strictly refuses the client (fact_san). Where the
+ * walk does read it, it reads what OpenSSL reads: the fuzz harness checks. */
+
+#define SAN_EMAIL 0x81 /* [1] rfc822Name */
+#define SAN_DNS 0x82   /* [2] dNSName */
+#define SAN_URI 0x86   /* [6] uniformResourceIdentifier */
+
+struct san_iter {
+	const unsigned char *p, *end;
+};
+
+/* One DER TLV at *p: its tag, value and length; *p moves past it. */
+static bool der_next(const unsigned char **p, const unsigned char *end, unsigned *tag,
+		     const unsigned char **val, size_t *len)
+{
+	const unsigned char *q = *p;
+	size_t n;
+
+	if (end - q < 2 || (*q & 0x1f) == 0x1f) /* no high tag numbers here */
+		return false;
+	*tag = *q++;
+	n = *q++;
+	if (n & 0x80) {
+		unsigned k = n & 0x7f;
+
+		if (k == 0 || k > sizeof(size_t) || (size_t)(end - q) < k)
+			return false;
+		for (n = 0; k--;)
+			n = n << 8 | *q++;
+	}
+	if (n > (size_t)(end - q))
+		return false;
+	*val = q;
+	*len = n;
+	*p = q + n;
+	return true;
+}
+
+/* 1: it walks the names; 0: no SAN; -1: a SAN that is not one DER SEQUENCE. */
+static int san_begin(X509 *x, struct san_iter *it)
+{
+	int i = x ? X509_get_ext_by_NID(x, NID_subject_alt_name, -1) : -1;
+	const ASN1_OCTET_STRING *d;
+	const unsigned char *p, *end, *v;
+	unsigned tag;
+	size_t len;
+
+	if (i < 0)
+		return 0;
+	if (!(d = X509_EXTENSION_get_data(X509_get_ext(x, i))))
+		return -1;
+	p = ASN1_STRING_get0_data(d);
+	end = p + ASN1_STRING_length(d);
+	if (!der_next(&p, end, &tag, &v, &len) || tag != 0x30 || p != end)
+		return -1; /* GeneralNames ::= SEQUENCE OF GeneralName */
+	it->p = v;
+	it->end = v + len;
+	return 1;
+}
+
+/* Every name parses, and none of the kinds we match hides in a constructed
+ * (BER) form OpenSSL would read but san_next would skip. */
+static bool san_strict(struct san_iter it)
+{
+	const unsigned char *v;
+	unsigned tag;
+	size_t n;
+
+	while (it.p < it.end) {
+		if (!der_next(&it.p, it.end, &tag, &v, &n))
+			return false;
+		if (tag == (SAN_EMAIL | 0x20) || tag == (SAN_DNS | 0x20) || tag == (SAN_URI | 0x20))
+			return false;
+	}
+	return true;
+}
+
+/* The next name tagged want; names with a NUL inside are skipped (an attack,
+ * not a name). */
+static bool san_next(struct san_iter *it, unsigned want, const char **name, size_t *len)
+{
+	const unsigned char *v;
+	unsigned tag;
+	size_t n;
+
+	while (it->p < it->end && der_next(&it->p, it->end, &tag, &v, &n)) {
+		if (tag != want || n == 0 || memchr(v, '\0', n))
+			continue;
+		*name = (const char *)v;
+		*len = n;
+		return true;
+	}
+	return false;
+}
+
+/* ---- SHA-256 of the DER ---- */
+
+static EVP_MD *sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+/* EVP_sha256() makes OpenSSL 3 look the implementation up on every digest;
+ * fetched once it is kept for the life of the process. */
+static void sha256_fetch(void)
+{
+	sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+}
+
+static bool cert_sha256(X509 *x, unsigned char md[FP_LEN])
+{
+	unsigned char *der = NULL;
+	unsigned int n = 0;
+	int len;
+	bool ok;
+
+	pthread_once(&sha256_once, sha256_fetch);
+	if (!x || !sha256 || (len = i2d_X509(x, &der)) <= 0)
+		return false;
+	ok = EVP_Digest(der, (size_t)len, md, &n, sha256, NULL) == 1 && n == FP_LEN;
+	OPENSSL_free(der);
+	return ok;
+}
+
 /* ---- facts about the certificate, each extracted at most once per check ---- */
 
 enum {
@@ -512,11 +645,13 @@ struct facts {
 	const char *subject;  /* RFC 2253 text, owned by subject_bio */
 	char *subject_canon;
 	char *issuer_canon;
-	GENERAL_NAMES *san;
 	const char *serial;   /* NULL: negative or oversized, matches no rule */
 	char serial_buf[2 * SERIAL_MAX + 1];
 	bool fp_ok;
 	unsigned char fp[FP_LEN];
+	int san;              /* san_begin's answer */
+	struct san_iter san_names;
+	bool unreadable;      /* a fact a rule needed could not be read safely */
 };
 
 /* Prints a name as RFC 2253 text into a memory BIO (NUL-terminated). */
@@ -582,14 +717,18 @@ static const char *fact_issuer_canon(struct facts *f)
 	return f->issuer_canon;
 }
 
-static const GENERAL_NAMES *fact_san(struct facts *f)
+/* The SAN names, or NULL. A SAN that is there but not strictly readable
+ * marks the facts unreadable: the check then refuses, since a deny rule
+ * could have matched a name we could not see. */
+static const struct san_iter *fact_san(struct facts *f)
 {
 	if (!(f->have & HAVE_SAN)) {
 		f->have |= HAVE_SAN;
-		if (f->x)
-			f->san = X509_get_ext_d2i(f->x, NID_subject_alt_name, NULL, NULL);
+		f->san = san_begin(f->x, &f->san_names);
+		if (f->san < 0 || (f->san > 0 && !san_strict(f->san_names)))
+			f->unreadable = true;
 	}
-	return f->san;
+	return f->san > 0 && !f->unreadable ? &f->san_names : NULL;
 }
 
 static const char *fact_serial(struct facts *f)
@@ -625,10 +764,8 @@ static const char *fact_serial(struct facts *f)
 static const unsigned char *fact_fp(struct facts *f)
 {
 	if (!(f->have & HAVE_FP)) {
-		unsigned int n = 0;
-
 		f->have |= HAVE_FP;
-		f->fp_ok = f->x && X509_digest(f->x, EVP_sha256(), f->fp, &n) == 1 && n == FP_LEN;
+		f->fp_ok = cert_sha256(f->x, f->fp);
 	}
 	return f->fp_ok ? f->fp : NULL;
 }
@@ -638,7 +775,6 @@ static void facts_free(struct facts *f)
 	BIO_free(f->subject_bio);
 	free(f->subject_canon);
 	free(f->issuer_canon);
-	GENERAL_NAMES_free(f->san);
 }
 
 /* ---- matching ---- */
@@ -686,31 +822,25 @@ static bool san_value_match(const struct pval *v, enum kg_match what, const char
 	}
 }
 
-static int san_type(enum kg_match what)
+static unsigned san_tag(enum kg_match what)
 {
-	return what == KG_MATCH_DNS ? GEN_DNS : what == KG_MATCH_URI ? GEN_URI : GEN_EMAIL;
+	return what == KG_MATCH_DNS ? SAN_DNS : what == KG_MATCH_URI ? SAN_URI : SAN_EMAIL;
 }
 
 static bool san_match(const struct pcond *c, struct facts *f)
 {
-	const GENERAL_NAMES *san = fact_san(f);
-	int type = san_type(c->what);
+	const struct san_iter *names = fact_san(f);
+	struct san_iter it;
+	const char *name;
+	size_t len;
 
-	for (int i = 0; i < sk_GENERAL_NAME_num(san); i++) {
-		const GENERAL_NAME *g = sk_GENERAL_NAME_value(san, i);
-		const char *d;
-		int len;
-
-		if (g->type != type)
-			continue;
-		d = (const char *)ASN1_STRING_get0_data(g->d.ia5);
-		len = ASN1_STRING_length(g->d.ia5);
-		if (len <= 0 || memchr(d, '\0', (size_t)len))
-			continue; /* an embedded NUL is an attack, not a name */
+	if (!names)
+		return false;
+	it = *names;
+	while (san_next(&it, san_tag(c->what), &name, &len))
 		for (size_t j = 0; j < c->nvals; j++)
-			if (san_value_match(&c->vals[j], c->what, d, (size_t)len))
+			if (san_value_match(&c->vals[j], c->what, name, len))
 				return true;
-	}
 	return false;
 }
 
@@ -833,7 +963,18 @@ bool kg_policy_check(const struct kg_policy *p, X509 *leaf, const char **rule)
 			*rule = NULL;
 		return true;
 	}
+	/* Extensions OpenSSL could not decode consistently (a second SAN, say)
+	 * would hide names from deny rules: refuse rather than guess. */
+	if (leaf && (X509_get_extension_flags(leaf) & EXFLAG_INVALID)) {
+		if (rule)
+			*rule = "invalid certificate extensions";
+		return false;
+	}
 	ok = decide(p, &f, &name);
+	if (f.unreadable) {
+		ok = false;
+		name = "invalid certificate extensions";
+	}
 	facts_free(&f);
 	if (rule)
 		*rule = name;
@@ -844,42 +985,38 @@ bool kg_policy_check(const struct kg_policy *p, X509 *leaf, const char **rule)
 
 bool kg_cert_spiffe_id(X509 *x, char *buf, size_t cap)
 {
-	GENERAL_NAMES *san = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
-	bool found = false;
+	struct san_iter it;
+	const char *name;
+	size_t len;
 
 	if (cap)
 		buf[0] = '\0';
-	for (int i = 0; !found && i < sk_GENERAL_NAME_num(san); i++) {
-		const GENERAL_NAME *g = sk_GENERAL_NAME_value(san, i);
-		const char *d;
-		int len;
-
-		if (g->type != GEN_URI)
+	if (san_begin(x, &it) <= 0)
+		return false;
+	while (san_next(&it, SAN_URI, &name, &len)) {
+		if (len < 9 || !ascii_caseeq(name, "spiffe://", 9))
 			continue;
-		d = (const char *)ASN1_STRING_get0_data(g->d.ia5);
-		len = ASN1_STRING_length(g->d.ia5);
-		if (len < 9 || !ascii_caseeq(d, "spiffe://", 9))
-			continue;
-		if (memchr(d, '\0', (size_t)len) || (size_t)len >= cap)
-			break; /* never hand out a truncated or NUL-cut identity */
-		memcpy(buf, d, (size_t)len);
+		if (len >= cap)
+			return false; /* never hand out a truncated identity */
+		memcpy(buf, name, len);
 		buf[len] = '\0';
-		found = true;
+		return true;
 	}
-	GENERAL_NAMES_free(san);
-	return found;
+	return false;
 }
 
 void kg_cert_fingerprint_hex(X509 *x, char *buf, size_t cap)
 {
+	static const char hex[] = "0123456789abcdef";
 	unsigned char md[FP_LEN];
-	unsigned int n = 0;
 	size_t w = 0;
 
 	if (!cap)
 		return;
-	if (x && X509_digest(x, EVP_sha256(), md, &n) == 1 && n == FP_LEN)
-		for (unsigned i = 0; i < n && w + 2 < cap; i++, w += 2)
-			snprintf(buf + w, 3, "%02x", md[i]);
+	if (cert_sha256(x, md))
+		for (unsigned i = 0; i < FP_LEN && w + 2 < cap; i++) {
+			buf[w++] = hex[md[i] >> 4];
+			buf[w++] = hex[md[i] & 0xf];
+		}
 	buf[w] = '\0';
 }

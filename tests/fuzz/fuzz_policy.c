@@ -11,14 +11,18 @@
  *   '3' SAN dNSName  '4' SAN URI     '5' SAN rfc822Name
  *   '6' issuer CN    '7' serial (raw big-endian bytes)
  *   '#'       the rest of the input (newlines too) is a DER certificate used
- *             instead of the one the lines above describe */
+ *             instead of the one the lines above describe
+ *   '$'       the rest of the input is the raw subjectAltName extension value
+ *
+ * policy.c is included, not linked, so the harness can also check that its
+ * in-place SAN walk reads exactly the names OpenSSL's decoder reads. */
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "policy.h"
+#include "../../control/policy.c"
 
 #define MAX_RULES 4
 #define MAX_VALUES 8
@@ -76,7 +80,7 @@ static void pack(struct fz_rules *r, struct kg_rule_spec **out, size_t *nout)
 	*nout = r->n;
 }
 
-static void free_rules(struct fz_rules *r)
+static void fz_free_rules(struct fz_rules *r)
 {
 	for (size_t i = 0; i < MAX_RULES; i++)
 		for (int k = 0; k < KG_MATCH_COUNT; k++)
@@ -134,6 +138,54 @@ static X509 *finish_cert(X509 *x, GENERAL_NAMES *san)
 	return x;
 }
 
+/* Where the strict walk reads the SAN at all, it reads what OpenSSL reads. */
+static void check_san_walk(X509 *x)
+{
+	static const struct { int gen; unsigned tag; } kinds[] = {
+		{ GEN_DNS, SAN_DNS }, { GEN_URI, SAN_URI }, { GEN_EMAIL, SAN_EMAIL } };
+	struct san_iter all, it;
+	GENERAL_NAMES *gn;
+
+	if (san_begin(x, &all) <= 0 || !san_strict(all))
+		return;
+	if (!(gn = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL)))
+		return; /* OpenSSL refuses it (or sees two): the check refuses too */
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		const char *name;
+		size_t len;
+
+		it = all;
+		for (int i = 0; i < sk_GENERAL_NAME_num(gn); i++) {
+			const GENERAL_NAME *g = sk_GENERAL_NAME_value(gn, i);
+			int n;
+
+			if (g->type != kinds[k].gen)
+				continue;
+			n = ASN1_STRING_length(g->d.ia5);
+			if (n <= 0 || memchr(ASN1_STRING_get0_data(g->d.ia5), '\0', (size_t)n))
+				continue;
+			if (!san_next(&it, kinds[k].tag, &name, &len) || len != (size_t)n ||
+			    memcmp(name, ASN1_STRING_get0_data(g->d.ia5), len) != 0)
+				abort();
+		}
+		if (san_next(&it, kinds[k].tag, &name, &len))
+			abort(); /* a name OpenSSL does not have */
+	}
+	GENERAL_NAMES_free(gn);
+}
+
+static void set_raw_san(X509 *x, const uint8_t *p, size_t len)
+{
+	ASN1_OCTET_STRING *o = ASN1_OCTET_STRING_new();
+	X509_EXTENSION *e = NULL;
+
+	if (o && len < 4096 && ASN1_OCTET_STRING_set(o, p, (int)len) &&
+	    (e = X509_EXTENSION_create_by_NID(NULL, NID_subject_alt_name, 0, o)))
+		X509_add_ext(x, e, -1);
+	X509_EXTENSION_free(e);
+	ASN1_OCTET_STRING_free(o);
+}
+
 static void exercise(X509 *x, struct fz_rules *allow, struct fz_rules *deny)
 {
 	struct kg_rules rules = { 0 };
@@ -156,6 +208,7 @@ static void exercise(X509 *x, struct fz_rules *allow, struct fz_rules *deny)
 	kg_policy_free(p);
 	kg_cert_spiffe_id(x, buf, sizeof(buf));
 	kg_cert_fingerprint_hex(x, buf, sizeof(buf));
+	check_san_walk(x);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -174,6 +227,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint8_t tag = *p++;
 		size_t len = (size_t)(eol - p);
 
+		if (tag == '$') {
+			set_raw_san(x, p, (size_t)(end - p));
+			sk_GENERAL_NAME_pop_free(san, GENERAL_NAME_free);
+			san = sk_GENERAL_NAME_new_null();
+			break;
+		}
 		if (tag == '#') {
 			const unsigned char *der = p;
 			X509 *d = d2i_X509(NULL, &der, (long)(end - p));
@@ -200,8 +259,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (san)
 		finish_cert(x, san);
 	exercise(x, &allow, &deny);
-	free_rules(&allow);
-	free_rules(&deny);
+	fz_free_rules(&allow);
+	fz_free_rules(&deny);
 	sk_GENERAL_NAME_pop_free(san, GENERAL_NAME_free);
 	X509_free(x);
 	return 0;
