@@ -36,7 +36,7 @@ static void try_backend(struct kg_conn *c)
 	const struct kg_addr *a = &o->backends[(c->backend_idx + c->backend_tries) % o->nbackends];
 	struct io_uring_sqe *sqe;
 
-	snprintf(c->backend, sizeof(c->backend), "%s", a->text);
+	kg_peer_set(c, KG_PEER_BACKEND, a->text);
 	c->bfd = open_backend_socket(a);
 	if (c->bfd < 0) {
 		kg_backend_on_connect(c, -errno);
@@ -87,13 +87,14 @@ void kg_backend_on_connect(struct kg_conn *c, int res)
 		res = -ETIMEDOUT;
 	}
 	struct kg_field f[] = {
-		KG_S("backend", c->backend),
+		KG_S("backend", kg_peer_get(c, KG_PEER_BACKEND)),
 		KG_S("reason", strerror(-res)),
 		KG_I("conn", c->id),
 		KG_I("worker", c->w->id),
 	};
 	kg_log_event(KG_LOG_WARN, "backend_connect_failed", f, KG_NFIELDS(f));
-	snprintf(c->peer.detail, sizeof(c->peer.detail), "%s: %s", c->backend, strerror(-res));
+	kg_peer_setf(c, KG_PEER_DETAIL, "%s: %s", kg_peer_get(c, KG_PEER_BACKEND),
+		     strerror(-res));
 	if (c->bfd >= 0) {
 		sqe = kg_get_sqe(&c->w->ring);
 		io_uring_prep_close(sqe, c->bfd);
@@ -104,6 +105,6 @@ void kg_backend_on_connect(struct kg_conn *c, int res)
 		try_backend(c);
 		return;
 	}
-	c->backend[0] = '\0';
+	kg_peer_set(c, KG_PEER_BACKEND, "");
 	backend_give_up(c);
 }

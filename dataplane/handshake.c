@@ -42,9 +42,14 @@ static void serial_to_text(const X509 *x, char *buf, size_t cap)
 
 static void record_peer_cert(struct kg_conn *c, const X509 *x)
 {
-	name_to_text(X509_get_subject_name(x), c->peer.subject, sizeof(c->peer.subject));
-	name_to_text(X509_get_issuer_name(x), c->peer.issuer, sizeof(c->peer.issuer));
-	serial_to_text(x, c->peer.serial, sizeof(c->peer.serial));
+	char buf[256];
+
+	name_to_text(X509_get_subject_name(x), buf, sizeof(buf));
+	kg_peer_set(c, KG_PEER_SUBJECT, buf);
+	name_to_text(X509_get_issuer_name(x), buf, sizeof(buf));
+	kg_peer_set(c, KG_PEER_ISSUER, buf);
+	serial_to_text(x, buf, sizeof(buf));
+	kg_peer_set(c, KG_PEER_SERIAL, buf);
 }
 
 /* Keeps OpenSSL's verdict (and so its alert); only remembers what to log. */
@@ -54,11 +59,11 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store)
 	struct kg_conn *c = SSL_get_ex_data(ssl, conn_ex_index);
 	X509 *leaf = X509_STORE_CTX_get0_cert(store);
 
-	if (c && leaf && !c->peer.subject[0])
+	if (c && leaf && !kg_peer_get(c, KG_PEER_SUBJECT)[0])
 		record_peer_cert(c, leaf);
 	if (c && !preverify_ok && !c->verify_err) {
 		c->verify_err = X509_STORE_CTX_get_error(store);
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "%s (depth %d)",
+		kg_peer_setf(c, KG_PEER_DETAIL, "%s (depth %d)",
 			 X509_verify_cert_error_string(c->verify_err),
 			 X509_STORE_CTX_get_error_depth(store));
 	}
@@ -147,9 +152,9 @@ static const char *classify_failure(struct kg_conn *c)
 
 	if (c->verify_err)
 		return reason_from_verify_error(c->verify_err);
-	if (!c->peer.detail[0] && e) {
+	if (!kg_peer_get(c, KG_PEER_DETAIL)[0] && e) {
 		const char *r = ERR_reason_error_string(e);
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "%s",
+		kg_peer_setf(c, KG_PEER_DETAIL, "%s",
 			 r ? r : "TLS handshake failed");
 	}
 	return e ? reason_from_ssl_error(e) : "handshake_failed";
@@ -159,8 +164,8 @@ void kg_hs_refuse(struct kg_conn *c, const char *reason)
 {
 	const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
 
-	if (sni && !c->peer.sni[0]) /* which site the refused client wanted */
-		snprintf(c->peer.sni, sizeof(c->peer.sni), "%s", sni);
+	if (sni && !kg_peer_get(c, KG_PEER_SNI)[0]) /* which site the refused client wanted */
+		kg_peer_setf(c, KG_PEER_SNI, "%s", sni);
 	c->result = reason;
 	c->w->stats.handshakes_refused++;
 	kg_conn_linger(c);
@@ -171,7 +176,7 @@ static void record_session(struct kg_conn *c)
 	const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
 	X509 *peer = SSL_get0_peer_certificate(c->ssl);
 
-	snprintf(c->peer.sni, sizeof(c->peer.sni), "%s", sni ? sni : "");
+	kg_peer_setf(c, KG_PEER_SNI, "%s", sni ? sni : "");
 	c->peer.version = SSL_get_version(c->ssl);
 	c->peer.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
 	c->peer.resumed = SSL_session_reused(c->ssl);
