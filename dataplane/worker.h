@@ -52,6 +52,8 @@ struct kg_worker {
 	bool draining;
 	uint64_t drain_deadline_ms;
 	uint64_t last_limit_log_ms;
+	bool trim_pending;          /* handshakes ran since the last malloc_trim */
+	uint64_t last_trim_ms;
 	int exit_status;
 	struct kg_worker_stats stats;
 } KG_ALIGNED;
