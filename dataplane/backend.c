@@ -39,7 +39,7 @@ static void try_backend(struct kg_conn *c)
 	unsigned timeout_ms = c->gen->cfg.connect_timeout_ms;
 	struct io_uring_sqe *sqe;
 
-	snprintf(c->backend, sizeof(c->backend), "%s", a->text);
+	kg_peer_set(c, KG_PEER_BACKEND, a->text);
 	c->bfd = open_backend_socket(a);
 	if (c->bfd < 0) {
 		kg_backend_on_connect(c, -errno);
@@ -99,7 +99,7 @@ static ssize_t encode_proxy_header(struct kg_conn *c, uint8_t *out, size_t cap)
 	struct kg_pp2_info in = {
 		.version = SSL_get_version(c->ssl),
 		.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)),
-		.sni = c->peer.sni[0] ? c->peer.sni : NULL,
+		.sni = kg_peer_get(c, KG_PEER_SNI)[0] ? kg_peer_get(c, KG_PEER_SNI) : NULL,
 		.has_cert = peer != NULL,
 		.resumed = SSL_session_reused(c->ssl),
 	};
@@ -135,7 +135,7 @@ static void send_proxy_header(struct kg_conn *c)
 	}
 	n = encode_proxy_header(c, c->bout.data, KG_BUF_SIZE);
 	if (n < 0) {
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "PROXY v2 header too large");
+		kg_peer_set(c, KG_PEER_DETAIL, "PROXY v2 header too large");
 		kg_conn_close(c, "internal_error");
 		return;
 	}
@@ -176,13 +176,14 @@ void kg_backend_on_connect(struct kg_conn *c, int res)
 		res = -ETIMEDOUT;
 	}
 	struct kg_field f[] = {
-		KG_S("backend", c->backend),
+		KG_S("backend", kg_peer_get(c, KG_PEER_BACKEND)),
 		KG_S("reason", strerror(-res)),
 		KG_I("conn", c->id),
 		KG_I("worker", c->w->id),
 	};
 	kg_log_event(KG_LOG_WARN, "backend_connect_failed", f, KG_NFIELDS(f));
-	snprintf(c->peer.detail, sizeof(c->peer.detail), "%s: %s", c->backend, strerror(-res));
+	kg_peer_setf(c, KG_PEER_DETAIL, "%s: %s", kg_peer_get(c, KG_PEER_BACKEND),
+		     strerror(-res));
 	if (c->bfd >= 0) {
 		sqe = kg_get_sqe(&c->w->ring);
 		io_uring_prep_close(sqe, c->bfd);
@@ -193,6 +194,6 @@ void kg_backend_on_connect(struct kg_conn *c, int res)
 		try_backend(c);
 		return;
 	}
-	c->backend[0] = '\0';
+	kg_peer_set(c, KG_PEER_BACKEND, "");
 	backend_give_up(c);
 }

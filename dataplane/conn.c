@@ -30,8 +30,11 @@ struct kg_conn *kg_conn_new(struct kg_worker *w, int fd, unsigned listener)
 	c->cfd = fd;
 	c->bfd = -1;
 	c->start_ms = kg_now_ms();
-	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
-		kg_addr_format((struct sockaddr *)&ss, len, c->peer.client, sizeof(c->peer.client));
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+		char client[64];
+		kg_addr_format((struct sockaddr *)&ss, len, client, sizeof(client));
+		kg_peer_set(c, KG_PEER_CLIENT, client);
+	}
 	/* Handshake flights and relayed writes are latency-bound. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
@@ -74,19 +77,19 @@ static void log_access(struct kg_conn *c)
 {
 	const struct kg_peer_info *p = &c->peer;
 	struct kg_field f[] = {
-		KG_S("client", p->client),
-		KG_S("sni", p->sni),
-		KG_S("subject", p->subject),
-		KG_S("issuer", p->issuer),
-		KG_S("serial", p->serial),
-		KG_S("fingerprint", p->fingerprint),
+		KG_S("client", kg_peer_get(c, KG_PEER_CLIENT)),
+		KG_S("sni", kg_peer_get(c, KG_PEER_SNI)),
+		KG_S("subject", kg_peer_get(c, KG_PEER_SUBJECT)),
+		KG_S("issuer", kg_peer_get(c, KG_PEER_ISSUER)),
+		KG_S("serial", kg_peer_get(c, KG_PEER_SERIAL)),
+		KG_S("fingerprint", kg_peer_get(c, KG_PEER_FINGERPRINT)),
 		KG_S("site", c->route ? c->route->site->label : NULL),
 		KG_S("rule", p->rule),
 		KG_S("version", p->version),
 		KG_S("cipher", p->cipher),
 		KG_S("result", c->result ? c->result : "error"),
-		KG_S("detail", p->detail),
-		KG_S("backend", c->backend),
+		KG_S("detail", kg_peer_get(c, KG_PEER_DETAIL)),
+		KG_S("backend", kg_peer_get(c, KG_PEER_BACKEND)),
 		KG_I("bytes_in", c->bytes_in),
 		KG_I("bytes_out", c->bytes_out),
 		KG_I("duration_ms", kg_now_ms() - c->start_ms),
@@ -110,8 +113,9 @@ static void conn_free(struct kg_conn *c)
 	w->stats.bytes_out += c->bytes_out;
 	ring_close_fd(w, c->cfd);
 	ring_close_fd(w, c->bfd);
-	if (c->kt)
-		kg_ktls_conn_free(c);
+	kg_ktls_conn_free(c);
+	if (c->sp)
+		kg_splice_conn_free(c);
 	SSL_free(c->ssl); /* frees the BIOs too */
 	buf_release(&c->cin);
 	buf_release(&c->bout);
@@ -129,6 +133,7 @@ static void conn_free(struct kg_conn *c)
 		c->next->prev = c->prev;
 	w->nconns--;
 	w->stats.conns_active--;
+	kg_peer_free(c);
 	free(c);
 }
 
@@ -292,8 +297,8 @@ void kg_conn_linger(struct kg_conn *c)
 static void client_gone_in_handshake(struct kg_conn *c, int res)
 {
 	c->result = "client_closed";
-	snprintf(c->peer.detail, sizeof(c->peer.detail), "%s",
-		 res == 0 ? "client closed the connection during the handshake" : strerror(-res));
+	kg_peer_set(c, KG_PEER_DETAIL,
+		    res == 0 ? "client closed the connection during the handshake" : strerror(-res));
 }
 
 static void handshake_on_cqe(struct kg_conn *c, enum kg_op op, int res)
@@ -363,8 +368,8 @@ void kg_conn_on_deadline(struct kg_conn *c)
 	switch (c->state) {
 	case KG_CS_HANDSHAKE:
 		st->handshake_timeouts++;
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "no complete handshake within %u ms",
-			 c->gen->cfg.handshake_timeout_ms);
+		kg_peer_setf(c, KG_PEER_DETAIL, "no complete handshake within %u ms",
+			     c->gen->cfg.handshake_timeout_ms);
 		kg_hs_refuse(c, "handshake_timeout");
 		return;
 	case KG_CS_RELAY:

@@ -28,15 +28,25 @@ enum kg_conn_state {
 	KG_CS_CLOSING, /* waiting for in-flight operations before freeing */
 };
 
-/* What the access log says about the client. */
+/* What the access log says about the client: the strings live in one
+ * allocation sized to their content (an idle kTLS connection keeps nothing
+ * else of its handshake). Read and written only through kg_peer_get/set. */
+#define KG_SNI_MAX 256 /* a DNS name is at most 253 bytes */
+
+enum kg_peer_field {
+	KG_PEER_CLIENT,
+	KG_PEER_SNI,
+	KG_PEER_SUBJECT,
+	KG_PEER_ISSUER,
+	KG_PEER_SERIAL,
+	KG_PEER_FINGERPRINT, /* SHA-256 of the leaf, hex */
+	KG_PEER_DETAIL,
+	KG_PEER_BACKEND,
+	KG_PEER_NFIELDS
+};
+
 struct kg_peer_info {
-	char client[64];
-	char sni[256];
-	char subject[256];
-	char issuer[256];
-	char serial[80];
-	char fingerprint[65];       /* SHA-256 of the leaf, hex */
-	char detail[160];
+	char *text;                 /* the fields in enum order, each NUL-terminated */
 	const char *rule;           /* the policy rule that refused */
 	const char *version;
 	const char *cipher;
@@ -72,11 +82,11 @@ struct kg_conn {
 
 	unsigned backend_idx, backend_tries;
 	bool pp2_pending;           /* PROXY v2 header on its way to the backend */
-	char backend[128];
 	struct __kernel_timespec connect_ts;
 
 	const struct kg_relay_ops *relay;
-	struct kg_ktls_conn *kt;    /* only when kernel TLS may take over */
+	struct kg_ktls_conn *kt;    /* handshake-time key capture: freed at handoff */
+	struct kg_splice_conn *sp;  /* the kTLS splice relay, from the handoff on */
 	uint64_t start_ms, deadline_ms;
 	uint64_t bytes_in, bytes_out;
 	const char *result;         /* "ok" or the refusal reason */
@@ -93,6 +103,14 @@ void kg_conn_on_deadline(struct kg_conn *c);
 void kg_conn_touch(struct kg_conn *c, unsigned timeout_ms);
 /* Flush what OpenSSL queued (an alert, close_notify), send FIN, drain, close. */
 void kg_conn_linger(struct kg_conn *c);
+
+/* Peer info for the access log (peer.c): get never returns NULL; set keeps
+ * at most the field's cap (the old fixed sizes) and is a no-op without memory. */
+const char *kg_peer_get(const struct kg_conn *c, enum kg_peer_field f);
+void kg_peer_set(struct kg_conn *c, enum kg_peer_field f, const char *s);
+void kg_peer_setf(struct kg_conn *c, enum kg_peer_field f, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void kg_peer_free(struct kg_conn *c);
 
 /* Ring helpers for the phases. */
 void kg_conn_recv(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b);

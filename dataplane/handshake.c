@@ -43,10 +43,16 @@ static void serial_to_text(const X509 *x, char *buf, size_t cap)
 
 static void record_peer_cert(struct kg_conn *c, X509 *x)
 {
-	name_to_text(X509_get_subject_name(x), c->peer.subject, sizeof(c->peer.subject));
-	name_to_text(X509_get_issuer_name(x), c->peer.issuer, sizeof(c->peer.issuer));
-	serial_to_text(x, c->peer.serial, sizeof(c->peer.serial));
-	kg_cert_fingerprint_hex(x, c->peer.fingerprint, sizeof(c->peer.fingerprint));
+	char buf[256];
+
+	name_to_text(X509_get_subject_name(x), buf, sizeof(buf));
+	kg_peer_set(c, KG_PEER_SUBJECT, buf);
+	name_to_text(X509_get_issuer_name(x), buf, sizeof(buf));
+	kg_peer_set(c, KG_PEER_ISSUER, buf);
+	serial_to_text(x, buf, sizeof(buf));
+	kg_peer_set(c, KG_PEER_SERIAL, buf);
+	kg_cert_fingerprint_hex(x, buf, sizeof(buf));
+	kg_peer_set(c, KG_PEER_FINGERPRINT, buf);
 }
 
 static struct kg_conn *conn_of_store(X509_STORE_CTX *store)
@@ -63,7 +69,7 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store)
 	X509 *leaf = X509_STORE_CTX_get0_cert(store);
 	int e = X509_STORE_CTX_get_error(store);
 
-	if (c && leaf && !c->peer.subject[0])
+	if (c && leaf && !kg_peer_get(c, KG_PEER_SUBJECT)[0])
 		record_peer_cert(c, leaf);
 	/* crl_missing: allow - an intermediate without a CRL is accepted. */
 	if (c && !preverify_ok && e == X509_V_ERR_UNABLE_TO_GET_CRL &&
@@ -71,7 +77,7 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store)
 		return 1;
 	if (c && !preverify_ok && !c->verify_err) {
 		c->verify_err = X509_STORE_CTX_get_error(store);
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "%s (depth %d)",
+		kg_peer_setf(c, KG_PEER_DETAIL, "%s (depth %d)",
 			 X509_verify_cert_error_string(c->verify_err),
 			 X509_STORE_CTX_get_error_depth(store));
 	}
@@ -93,7 +99,7 @@ static int verify_chain_cb(X509_STORE_CTX *store, void *arg)
 		return 1;
 	c->peer.rule = rule;
 	c->verify_err = X509_V_ERR_APPLICATION_VERIFICATION;
-	snprintf(c->peer.detail, sizeof(c->peer.detail), "refused by rule %s", rule);
+	kg_peer_setf(c, KG_PEER_DETAIL, "refused by rule %s", rule);
 	X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
 	return 0;
 }
@@ -137,10 +143,12 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
 
 	if (!c)
 		return SSL_CLIENT_HELLO_SUCCESS;
-	c->peer.sni[0] = '\0';
+	char sni[KG_SNI_MAX] = "";
+
 	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len))
-		parse_sni(ext, len, c->peer.sni, sizeof(c->peer.sni));
-	const struct kg_route *r = kg_listener_route(c->lrt, c->peer.sni[0] ? c->peer.sni : NULL);
+		parse_sni(ext, len, sni, sizeof(sni));
+	kg_peer_set(c, KG_PEER_SNI, sni);
+	const struct kg_route *r = kg_listener_route(c->lrt, sni[0] ? sni : NULL);
 	if (r != c->route)
 		use_route(c, r);
 	return SSL_CLIENT_HELLO_SUCCESS;
@@ -155,12 +163,14 @@ static int ticket_gen_cb(SSL *ssl, void *arg)
 
 	if (!c || !sess)
 		return 1;
-	return SSL_SESSION_set1_ticket_appdata(sess, c->peer.sni, strlen(c->peer.sni));
+	const char *sni = kg_peer_get(c, KG_PEER_SNI);
+
+	return SSL_SESSION_set1_ticket_appdata(sess, sni, strlen(sni));
 }
 
 static const struct kg_route *ticket_route(const struct kg_conn *c, SSL_SESSION *sess)
 {
-	char sni[sizeof(c->peer.sni)];
+	char sni[KG_SNI_MAX];
 	void *data = NULL;
 	size_t len = 0;
 
@@ -283,9 +293,9 @@ static const char *classify_failure(struct kg_conn *c)
 
 	if (c->verify_err)
 		return reason_from_verify_error(c->verify_err);
-	if (!c->peer.detail[0] && e) {
+	if (!kg_peer_get(c, KG_PEER_DETAIL)[0] && e) {
 		const char *r = ERR_reason_error_string(e);
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "%s",
+		kg_peer_setf(c, KG_PEER_DETAIL, "%s",
 			 r ? r : "TLS handshake failed");
 	}
 	return e ? reason_from_ssl_error(e) : "handshake_failed";

@@ -49,7 +49,6 @@ int kg_ktls_conn_new(struct kg_conn *c)
 
 	if (!kt)
 		return -1;
-	kt->c2b.pipe_rd = kt->c2b.pipe_wr = kt->b2c.pipe_rd = kt->b2c.pipe_wr = -1;
 	c->kt = kt;
 	kg_ktls_watch(c->ssl, &kt->secrets);
 	return 0;
@@ -58,12 +57,10 @@ int kg_ktls_conn_new(struct kg_conn *c)
 void kg_ktls_conn_free(struct kg_conn *c)
 {
 	struct kg_ktls_conn *kt = c->kt;
-	int fds[] = { kt->c2b.pipe_rd, kt->c2b.pipe_wr, kt->b2c.pipe_rd, kt->b2c.pipe_wr };
 
+	if (!kt)
+		return;
 	kg_ktls_unwatch(c->ssl);
-	for (size_t i = 0; i < 4; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
 	OPENSSL_cleanse(&kt->secrets, sizeof(kt->secrets));
 	free(kt);
 	c->kt = NULL;
@@ -80,6 +77,7 @@ static void fallback_to_user(struct kg_conn *c, const char *why)
 					KG_I("conn", c->id) };
 		kg_log_event(KG_LOG_WARN, "ktls_fallback", f, KG_NFIELDS(f));
 	}
+	kg_ktls_conn_free(c); /* the secrets are no use to the userspace relay */
 	c->relay = &kg_relay_user;
 	c->relay->start(c);
 }
@@ -124,20 +122,19 @@ static void hand_off(struct kg_conn *c)
 	}
 	int rc = install(c->cfd, &params, &tx_installed, why, sizeof(why));
 	OPENSSL_cleanse(&params, sizeof(params));
-	OPENSSL_cleanse(&c->kt->secrets, sizeof(c->kt->secrets));
+	kg_ktls_conn_free(c); /* cleanses the secrets, detaches the callbacks */
 	if (rc < 0 && !tx_installed) {
 		fallback_to_user(c, why);
 		return;
 	}
 	if (rc < 0) {
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "kTLS handoff: %s", why);
+		kg_peer_setf(c, KG_PEER_DETAIL, "kTLS handoff: %s", why);
 		kg_conn_close(c, "ktls_error");
 		return;
 	}
 	SSL_free(c->ssl); /* the kernel owns the session now */
 	c->ssl = NULL;
 	c->rbio = c->wbio = NULL;
-	c->kt->handed_off = true;
 	kg_relay_splice_begin(c);
 }
 
@@ -207,7 +204,7 @@ static void prep_start(struct kg_conn *c)
 
 static void prep_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 {
-	if (c->kt->handed_off) {
+	if (c->sp) { /* handed off: the splice relay owns the completions */
 		kg_relay_splice_on_cqe(c, op, res);
 		return;
 	}

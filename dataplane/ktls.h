@@ -26,16 +26,27 @@ struct kg_splice_dir {
 
 #define KG_CTRL_MAX 512
 
-struct kg_ktls_conn {
-	struct kg_ktls_secrets secrets;  /* cleansed at handoff */
-	struct kg_rec_tracker rx_track;  /* client bytes given to OpenSSL */
-	bool handed_off;
-	struct kg_splice_dir c2b, b2c;
+/* One control record (close_notify out, an alert or KeyUpdate in): rare, so
+ * allocated on first use instead of carried by every idle connection. */
+struct kg_ktls_ctrl {
 	struct msghdr msg;               /* control records, both ways */
 	struct iovec iov;
 	union { char buf[CMSG_SPACE(sizeof(uint8_t))]; struct cmsghdr align; } cmsg;
-	uint8_t ctrl[KG_CTRL_MAX];
-	uint32_t ctrl_len, ctrl_off;
+	uint32_t len, off;
+	uint8_t data[KG_CTRL_MAX];
+};
+
+/* Handshake-time state for a possible handoff: lives from SSL_new until the
+ * handoff (or the userspace fallback), then is cleansed and freed. */
+struct kg_ktls_conn {
+	struct kg_ktls_secrets secrets;
+	struct kg_rec_tracker rx_track;  /* client bytes given to OpenSSL */
+};
+
+/* What a connection keeps once the kernel owns the session. */
+struct kg_splice_conn {
+	struct kg_splice_dir c2b, b2c;
+	struct kg_ktls_ctrl *ctrl;       /* NULL until a control record is seen or sent */
 };
 
 /* Which path a connection takes after the backend connect. */
@@ -44,6 +55,7 @@ bool kg_ktls_wanted(const struct kg_conn *c);
 void kg_ktls_track_rx(struct kg_conn *c, const uint8_t *p, size_t len);
 /* Starts capturing secrets and record counts for a new connection. */
 int kg_ktls_conn_new(struct kg_conn *c);
+/* Cleanses the secrets and detaches OpenSSL's callbacks from them. */
 void kg_ktls_conn_free(struct kg_conn *c);
 
 extern const struct kg_relay_ops kg_relay_ktls;
@@ -51,4 +63,6 @@ extern const struct kg_relay_ops kg_relay_ktls;
 /* relay_splice.c: the data path once the kernel owns the session. */
 void kg_relay_splice_begin(struct kg_conn *c);
 void kg_relay_splice_on_cqe(struct kg_conn *c, enum kg_op op, int res);
+/* Closes the pipes (if still open) and frees the relay state. */
+void kg_splice_conn_free(struct kg_conn *c);
 #endif

@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/tls.h>
+#include <openssl/crypto.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -26,7 +28,7 @@
 static enum kg_op dir_op(struct kg_conn *c, struct kg_splice_dir *d)
 {
 	/* One op code per direction; d->step says which operation it was. */
-	return d == &c->kt->c2b ? KG_OP_CLI_RECV : KG_OP_BE_RECV;
+	return d == &c->sp->c2b ? KG_OP_CLI_RECV : KG_OP_BE_RECV;
 }
 
 static struct io_uring_sqe *dir_sqe(struct kg_conn *c, struct kg_splice_dir *d, uint8_t step)
@@ -74,7 +76,7 @@ static void wait_readable(struct kg_conn *c, struct kg_splice_dir *d)
 
 static void maybe_finish(struct kg_conn *c)
 {
-	if (c->kt->c2b.step == KG_SP_DONE && c->kt->b2c.step == KG_SP_DONE &&
+	if (c->sp->c2b.step == KG_SP_DONE && c->sp->b2c.step == KG_SP_DONE &&
 	    c->be_shut_done && c->cli_shut_done)
 		kg_conn_close(c, NULL);
 }
@@ -88,53 +90,69 @@ static void set_end(struct kg_conn *c, const char *end)
 /* Client finished sending (close_notify or FIN): pass the FIN on. */
 static void c2b_eof(struct kg_conn *c)
 {
-	c->kt->c2b.step = KG_SP_DONE;
+	c->sp->c2b.step = KG_SP_DONE;
 	c->cli_eof = true;
 	set_end(c, "client_eof");
 	kg_conn_shutdown_wr(c, c->bfd, KG_OP_BE_SHUT);
 }
 
+/* The control record buffer, allocated the first time one is needed. */
+static struct kg_ktls_ctrl *ctrl_of(struct kg_conn *c)
+{
+	if (!c->sp->ctrl)
+		c->sp->ctrl = calloc(1, sizeof(*c->sp->ctrl));
+	if (!c->sp->ctrl)
+		kg_conn_close(c, "out_of_memory");
+	return c->sp->ctrl;
+}
+
 /* Backend finished: close_notify as a kTLS control record, then FIN. */
 static void b2c_eof(struct kg_conn *c)
 {
-	struct kg_ktls_conn *kt = c->kt;
+	struct kg_ktls_ctrl *cr;
 	struct cmsghdr *cm;
 	struct io_uring_sqe *sqe;
 
-	kt->b2c.step = KG_SP_DONE;
+	c->sp->b2c.step = KG_SP_DONE;
 	c->be_eof = true;
 	set_end(c, "backend_eof");
-	kt->ctrl[0] = 1; /* warning */
-	kt->ctrl[1] = 0; /* close_notify */
-	kt->iov = (struct iovec){ .iov_base = kt->ctrl, .iov_len = 2 };
-	memset(&kt->msg, 0, sizeof(kt->msg));
-	kt->msg.msg_iov = &kt->iov;
-	kt->msg.msg_iovlen = 1;
-	kt->msg.msg_control = kt->cmsg.buf;
-	kt->msg.msg_controllen = sizeof(kt->cmsg.buf);
-	cm = CMSG_FIRSTHDR(&kt->msg);
+	cr = ctrl_of(c);
+	if (!cr)
+		return;
+	cr->data[0] = 1; /* warning */
+	cr->data[1] = 0; /* close_notify */
+	cr->iov = (struct iovec){ .iov_base = cr->data, .iov_len = 2 };
+	memset(&cr->msg, 0, sizeof(cr->msg));
+	cr->msg.msg_iov = &cr->iov;
+	cr->msg.msg_iovlen = 1;
+	cr->msg.msg_control = cr->cmsg.buf;
+	cr->msg.msg_controllen = sizeof(cr->cmsg.buf);
+	cm = CMSG_FIRSTHDR(&cr->msg);
 	cm->cmsg_level = SOL_TLS;
 	cm->cmsg_type = TLS_SET_RECORD_TYPE;
 	cm->cmsg_len = CMSG_LEN(sizeof(uint8_t));
 	*CMSG_DATA(cm) = TLS_RT_ALERT;
 	sqe = kg_get_sqe(&c->w->ring);
-	io_uring_prep_sendmsg(sqe, c->cfd, &kt->msg, MSG_NOSIGNAL);
+	io_uring_prep_sendmsg(sqe, c->cfd, &cr->msg, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, kg_ud(c, KG_OP_CLI_SEND));
 	c->inflight++;
 }
 
 static void read_control_record(struct kg_conn *c)
 {
-	struct kg_ktls_conn *kt = c->kt;
-	struct io_uring_sqe *sqe = dir_sqe(c, &kt->c2b, KG_SP_CTRL);
+	struct kg_ktls_ctrl *cr = ctrl_of(c);
+	struct io_uring_sqe *sqe;
 
-	kt->iov = (struct iovec){ .iov_base = kt->ctrl, .iov_len = sizeof(kt->ctrl) };
-	memset(&kt->msg, 0, sizeof(kt->msg));
-	kt->msg.msg_iov = &kt->iov;
-	kt->msg.msg_iovlen = 1;
-	kt->msg.msg_control = kt->cmsg.buf;
-	kt->msg.msg_controllen = sizeof(kt->cmsg.buf);
-	io_uring_prep_recvmsg(sqe, c->cfd, &kt->msg, 0);
+	if (!cr)
+		return;
+	sqe = dir_sqe(c, &c->sp->c2b, KG_SP_CTRL);
+	cr->iov = (struct iovec){ .iov_base = cr->data, .iov_len = sizeof(cr->data) };
+	memset(&cr->msg, 0, sizeof(cr->msg));
+	cr->msg.msg_iov = &cr->iov;
+	cr->msg.msg_iovlen = 1;
+	cr->msg.msg_control = cr->cmsg.buf;
+	cr->msg.msg_controllen = sizeof(cr->cmsg.buf);
+	io_uring_prep_recvmsg(sqe, c->cfd, &cr->msg, 0);
 }
 
 static int record_type(struct msghdr *msg)
@@ -147,8 +165,8 @@ static int record_type(struct msghdr *msg)
 
 static void client_control_record(struct kg_conn *c, int res)
 {
-	struct kg_ktls_conn *kt = c->kt;
-	int type = record_type(&kt->msg);
+	struct kg_ktls_ctrl *cr = c->sp->ctrl;
+	int type = record_type(&cr->msg);
 
 	if (res <= 0) {
 		if (res == 0)
@@ -158,33 +176,31 @@ static void client_control_record(struct kg_conn *c, int res)
 		return;
 	}
 	if (type == TLS_RT_DATA) { /* raced with new data: forward it as is */
-		kt->ctrl_len = (uint32_t)res;
-		kt->ctrl_off = 0;
-		struct io_uring_sqe *sqe = dir_sqe(c, &kt->c2b, KG_SP_CTRL_FWD);
-		io_uring_prep_send(sqe, c->bfd, kt->ctrl, kt->ctrl_len, MSG_NOSIGNAL);
+		cr->len = (uint32_t)res;
+		cr->off = 0;
+		struct io_uring_sqe *sqe = dir_sqe(c, &c->sp->c2b, KG_SP_CTRL_FWD);
+		io_uring_prep_send(sqe, c->bfd, cr->data, cr->len, MSG_NOSIGNAL);
 		return;
 	}
-	if (type == TLS_RT_ALERT && res >= 2 && kt->ctrl[1] == 0) {
+	if (type == TLS_RT_ALERT && res >= 2 && cr->data[1] == 0) {
 		c2b_eof(c); /* close_notify */
 		return;
 	}
 	if (type == TLS_RT_ALERT && res >= 2)
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "client alert %u (level %u)",
-			 kt->ctrl[1], kt->ctrl[0]);
-	else if (type == TLS_RT_HANDSHAKE && kt->ctrl[0] == TLS_HS_KEY_UPDATE)
-		snprintf(c->peer.detail, sizeof(c->peer.detail),
-			 "client KeyUpdate: kernel cannot rekey RX");
+		kg_peer_setf(c, KG_PEER_DETAIL, "client alert %u (level %u)",
+			 cr->data[1], cr->data[0]);
+	else if (type == TLS_RT_HANDSHAKE && cr->data[0] == TLS_HS_KEY_UPDATE)
+		kg_peer_setf(c, KG_PEER_DETAIL, "client KeyUpdate: kernel cannot rekey RX");
 	else
-		snprintf(c->peer.detail, sizeof(c->peer.detail),
-			 "unexpected TLS record type %d from client", type);
+		kg_peer_setf(c, KG_PEER_DETAIL, "unexpected TLS record type %d from client", type);
 	kg_log_msg(KG_LOG_INFO, "ktls_control", "conn %llu: %s", (unsigned long long)c->id,
-		   c->peer.detail);
+		   kg_peer_get(c, KG_PEER_DETAIL));
 	kg_conn_close(c, type == TLS_RT_ALERT ? "client_alert" : "client_keyupdate");
 }
 
 static void on_splice_in(struct kg_conn *c, struct kg_splice_dir *d, int res)
 {
-	bool from_client = d == &c->kt->c2b;
+	bool from_client = d == &c->sp->c2b;
 
 	if (res > 0) {
 		d->in_pipe = (uint32_t)res;
@@ -196,7 +212,7 @@ static void on_splice_in(struct kg_conn *c, struct kg_splice_dir *d, int res)
 	} else if (from_client && (res == -EINVAL || res == -EIO)) {
 		read_control_record(c); /* kTLS stops splicing at a non-data record */
 	} else {
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "splice from %s: %s",
+		kg_peer_setf(c, KG_PEER_DETAIL, "splice from %s: %s",
 			 from_client ? "client" : "backend", strerror(-res));
 		kg_conn_close(c, from_client ? "client_reset" : "backend_reset");
 	}
@@ -204,14 +220,14 @@ static void on_splice_in(struct kg_conn *c, struct kg_splice_dir *d, int res)
 
 static void on_splice_out(struct kg_conn *c, struct kg_splice_dir *d, int res)
 {
-	bool to_backend = d == &c->kt->c2b;
+	bool to_backend = d == &c->sp->c2b;
 
 	if (res == -EAGAIN) {
 		poll_fd(c, d, d->dst, POLLOUT, KG_SP_POLL_OUT);
 		return;
 	}
 	if (res <= 0) {
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "splice to %s: %s",
+		kg_peer_setf(c, KG_PEER_DETAIL, "splice to %s: %s",
 			 to_backend ? "backend" : "client", res ? strerror(-res) : "closed");
 		kg_conn_close(c, to_backend ? "backend_reset" : "client_reset");
 		return;
@@ -227,21 +243,20 @@ static void on_splice_out(struct kg_conn *c, struct kg_splice_dir *d, int res)
 
 static void on_ctrl_forwarded(struct kg_conn *c, int res)
 {
-	struct kg_ktls_conn *kt = c->kt;
+	struct kg_ktls_ctrl *cr = c->sp->ctrl;
 
 	if (res <= 0) {
 		kg_conn_close(c, "backend_reset");
 		return;
 	}
 	c->bytes_in += (uint64_t)res;
-	kt->ctrl_off += (uint32_t)res;
-	if (kt->ctrl_off < kt->ctrl_len) {
-		struct io_uring_sqe *sqe = dir_sqe(c, &kt->c2b, KG_SP_CTRL_FWD);
-		io_uring_prep_send(sqe, c->bfd, kt->ctrl + kt->ctrl_off, kt->ctrl_len - kt->ctrl_off,
-				   MSG_NOSIGNAL);
+	cr->off += (uint32_t)res;
+	if (cr->off < cr->len) {
+		struct io_uring_sqe *sqe = dir_sqe(c, &c->sp->c2b, KG_SP_CTRL_FWD);
+		io_uring_prep_send(sqe, c->bfd, cr->data + cr->off, cr->len - cr->off, MSG_NOSIGNAL);
 		return;
 	}
-	splice_in(c, &kt->c2b);
+	splice_in(c, &c->sp->c2b);
 }
 
 static void on_dir_cqe(struct kg_conn *c, struct kg_splice_dir *d, int res)
@@ -249,7 +264,7 @@ static void on_dir_cqe(struct kg_conn *c, struct kg_splice_dir *d, int res)
 	switch (d->step) {
 	case KG_SP_POLL_IN:
 		if (res < 0 && res != -EINTR) {
-			kg_conn_close(c, d == &c->kt->c2b ? "client_reset" : "backend_reset");
+			kg_conn_close(c, d == &c->sp->c2b ? "client_reset" : "backend_reset");
 			return;
 		}
 		splice_in(c, d);
@@ -278,10 +293,10 @@ void kg_relay_splice_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 {
 	switch (op) {
 	case KG_OP_CLI_RECV:
-		on_dir_cqe(c, &c->kt->c2b, res);
+		on_dir_cqe(c, &c->sp->c2b, res);
 		return;
 	case KG_OP_BE_RECV:
-		on_dir_cqe(c, &c->kt->b2c, res);
+		on_dir_cqe(c, &c->sp->b2c, res);
 		return;
 	case KG_OP_CLI_SEND: /* close_notify went out (or could not) */
 		kg_conn_shutdown_wr(c, c->cfd, KG_OP_CLI_SHUT);
@@ -310,32 +325,55 @@ static int make_pipe(struct kg_splice_dir *d)
 	return 0;
 }
 
+/* After the handoff no byte passes through userspace: give the memory back.
+ * cout and bin may have held key-derived or user plaintext: wiped first. */
 static void release_userspace_buffers(struct kg_conn *c)
 {
-	/* After the handoff no byte passes through userspace: give the memory back. */
 	struct kg_buf *bufs[] = { &c->cin, &c->cout, &c->bin, &c->bout };
 
 	for (size_t i = 0; i < 4; i++) {
+		if (bufs[i]->data)
+			OPENSSL_cleanse(bufs[i]->data, KG_BUF_SIZE);
 		free(bufs[i]->data);
 		bufs[i]->data = NULL;
 		bufs[i]->off = bufs[i]->len = 0;
 	}
 }
 
+void kg_splice_conn_free(struct kg_conn *c)
+{
+	struct kg_splice_conn *sp = c->sp;
+	int fds[] = { sp->c2b.pipe_rd, sp->c2b.pipe_wr, sp->b2c.pipe_rd, sp->b2c.pipe_wr };
+
+	for (size_t i = 0; i < 4; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	if (sp->ctrl)
+		OPENSSL_cleanse(sp->ctrl, sizeof(*sp->ctrl)); /* may hold client plaintext */
+	free(sp->ctrl);
+	free(sp);
+	c->sp = NULL;
+}
+
 void kg_relay_splice_begin(struct kg_conn *c)
 {
-	struct kg_ktls_conn *kt = c->kt;
+	struct kg_splice_conn *sp = calloc(1, sizeof(*sp));
 
 	release_userspace_buffers(c);
-	kt->c2b = (struct kg_splice_dir){ .src = c->cfd, .dst = c->bfd, .pipe_rd = -1, .pipe_wr = -1 };
-	kt->b2c = (struct kg_splice_dir){ .src = c->bfd, .dst = c->cfd, .pipe_rd = -1, .pipe_wr = -1 };
-	if (make_pipe(&kt->c2b) < 0 || make_pipe(&kt->b2c) < 0) {
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "pipe: %s", strerror(errno));
+	if (!sp) {
+		kg_conn_close(c, "out_of_memory");
+		return;
+	}
+	c->sp = sp;
+	sp->c2b = (struct kg_splice_dir){ .src = c->cfd, .dst = c->bfd, .pipe_rd = -1, .pipe_wr = -1 };
+	sp->b2c = (struct kg_splice_dir){ .src = c->bfd, .dst = c->cfd, .pipe_rd = -1, .pipe_wr = -1 };
+	if (make_pipe(&sp->c2b) < 0 || make_pipe(&sp->b2c) < 0) {
+		kg_peer_setf(c, KG_PEER_DETAIL, "pipe: %s", strerror(errno));
 		kg_conn_close(c, "out_of_fds");
 		return;
 	}
 	/* Splice first, poll only on EAGAIN: records that arrived before TLS_RX
 	 * was installed may never raise a new readiness event. */
-	splice_in(c, &kt->c2b);
-	splice_in(c, &kt->b2c);
+	splice_in(c, &sp->c2b);
+	splice_in(c, &sp->b2c);
 }

@@ -75,7 +75,7 @@ static void client_to_backend(struct kg_conn *c)
 	} else {
 		unsigned long err = ERR_peek_error();
 		const char *r = err ? ERR_reason_error_string(err) : NULL;
-		snprintf(c->peer.detail, sizeof(c->peer.detail), "TLS error from client: %s",
+		kg_peer_setf(c, KG_PEER_DETAIL, "TLS error from client: %s",
 			 r ? r : "unknown");
 		ERR_clear_error();
 		kg_conn_close(c, "client_tls_error");

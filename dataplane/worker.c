@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
@@ -358,22 +359,44 @@ static void start_drain(struct kg_worker *w)
 	}
 }
 
+/* A burst of handshakes leaves the heap as large as its peak (SSL objects and
+ * TLS buffers, ~60 KiB each), with the pages of their freed chunks still
+ * resident between the small long-lived blocks of the connections that stay.
+ * Once no handshake has been in flight for a whole tick, hand those pages back
+ * (at most once a second): an idle kTLS connection keeps well under 1 KiB. */
+static void trim_after_handshakes(struct kg_worker *w, bool handshaking, uint64_t now)
+{
+	if (handshaking) {
+		w->trim_pending = true;
+		return;
+	}
+	if (w->trim_pending && now - w->last_trim_ms >= 1000) {
+		malloc_trim(0);
+		w->trim_pending = false;
+		w->last_trim_ms = now;
+	}
+}
+
 static void on_tick(struct kg_worker *w)
 {
 	uint64_t now = kg_now_ms();
 	bool drain_expired = w->draining && now >= w->drain_deadline_ms;
+	bool handshaking = false;
 	struct kg_conn *c, *next;
 
 	for (c = w->conns; c; c = next) {
 		next = c->next; /* c may be freed below */
 		if (c->state == KG_CS_CLOSING)
 			continue;
+		if (c->state == KG_CS_HANDSHAKE || c->state == KG_CS_CONNECTING)
+			handshaking = true;
 		if (drain_expired)
 			kg_conn_close(c, "drain");
 		else if (c->deadline_ms && now >= c->deadline_ms)
 			kg_conn_on_deadline(c);
 	}
 	resume_accepts(w, now);
+	trim_after_handshakes(w, handshaking, now);
 	arm_tick(w);
 }
 

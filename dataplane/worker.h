@@ -58,6 +58,8 @@ struct kg_worker {
 	uint64_t last_source_log_ms;
 	uint64_t last_accept_log_ms;
 	uint64_t accept_errors_unlogged;
+	bool trim_pending;          /* handshakes ran since the last malloc_trim */
+	uint64_t last_trim_ms;
 	int exit_status;
 	struct kg_worker_stats stats;
 } KG_ALIGNED;
