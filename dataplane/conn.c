@@ -30,6 +30,7 @@ struct kg_conn *kg_conn_new(struct kg_worker *w, int fd, unsigned listener)
 	c->cfd = fd;
 	c->bfd = -1;
 	c->start_ms = kg_now_ms();
+	c->start_us = kg_now_us();
 	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
 		char client[64];
 		kg_addr_format((struct sockaddr *)&ss, len, client, sizeof(client));
@@ -109,6 +110,10 @@ static void conn_free(struct kg_conn *c)
 
 	log_access(c);
 	kg_srclimit_release(&c->src);
+	if (c->relay == &kg_relay_ktls)
+		w->stats.relayed_ktls++;
+	else if (c->relay)
+		w->stats.relayed_user++;
 	w->stats.bytes_in += c->bytes_in;
 	w->stats.bytes_out += c->bytes_out;
 	ring_close_fd(w, c->cfd);
@@ -383,4 +388,119 @@ void kg_conn_on_deadline(struct kg_conn *c)
 	case KG_CS_CLOSING:
 		return;
 	}
+}
+
+uint64_t kg_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static const char *state_name(enum kg_conn_state s)
+{
+	switch (s) {
+	case KG_CS_HANDSHAKE:
+		return "handshake";
+	case KG_CS_CONNECTING:
+		return "connecting";
+	case KG_CS_RELAY:
+		return "relay";
+	case KG_CS_LINGER:
+		return "linger";
+	case KG_CS_CLOSING:
+		break;
+	}
+	return "closing";
+}
+
+#define KG_MAX_VIEWS 10000 /* per worker and request: show conns is for people */
+
+static void describe(const struct kg_conn *c, struct kg_conn_view *v, uint64_t now)
+{
+	socklen_t len = sizeof(v->local);
+
+	memset(v, 0, sizeof(*v));
+	v->id = c->id;
+	v->worker = c->w->id;
+	snprintf(v->client, sizeof(v->client), "%s", kg_peer_get(c, KG_PEER_CLIENT));
+	snprintf(v->sni, sizeof(v->sni), "%s", kg_peer_get(c, KG_PEER_SNI));
+	snprintf(v->subject, sizeof(v->subject), "%s", kg_peer_get(c, KG_PEER_SUBJECT));
+	snprintf(v->serial, sizeof(v->serial), "%s", kg_peer_get(c, KG_PEER_SERIAL));
+	snprintf(v->spiffe, sizeof(v->spiffe), "%s", kg_peer_get(c, KG_PEER_SPIFFE));
+	snprintf(v->backend, sizeof(v->backend), "%s", kg_peer_get(c, KG_PEER_BACKEND));
+	v->state = state_name(c->state);
+	v->path = c->relay ? c->relay->name : NULL;
+	v->version = c->peer.version;
+	v->cipher = c->peer.cipher;
+	v->bytes_in = c->bytes_in;
+	v->bytes_out = c->bytes_out;
+	v->age_ms = now - c->start_ms;
+	v->ktls = c->relay == &kg_relay_ktls;
+	getsockname(c->cfd, (struct sockaddr *)&v->local, &len);
+	len = sizeof(v->peer);
+	getpeername(c->cfd, (struct sockaddr *)&v->peer, &len);
+}
+
+void kg_conn_describe_all(struct kg_worker *w, struct kg_wmsg *m)
+{
+	uint64_t now = kg_now_ms();
+	size_t n = 0;
+
+	for (const struct kg_conn *c = w->conns; c && n < KG_MAX_VIEWS; c = c->next)
+		n++;
+	m->views = calloc(n ? n : 1, sizeof(*m->views));
+	if (!m->views)
+		return;
+	m->cap = n;
+	for (const struct kg_conn *c = w->conns; c && m->nviews < n; c = c->next)
+		if (c->state != KG_CS_CLOSING)
+			describe(c, &m->views[m->nviews++], now);
+}
+
+static bool revoked(const struct kg_conn *c, const struct kg_kill_filter *f, const char *serial)
+{
+	struct kg_revoked key = { .issuer = kg_peer_get(c, KG_PEER_ISSUER), .serial = serial };
+
+	return bsearch(&key, f->revoked, f->nrevoked, sizeof(key), kg_revoked_cmp) != NULL;
+}
+
+static bool kill_matches(const struct kg_conn *c, const struct kg_kill_filter *f)
+{
+	char serial[80];
+
+	kg_serial_normalise(kg_peer_get(c, KG_PEER_SERIAL), serial, sizeof(serial));
+	if (f->id && c->id != f->id)
+		return false;
+	if (f->serial && (!serial[0] || strcmp(serial, f->serial) != 0))
+		return false;
+	if (f->subject && strcmp(kg_peer_get(c, KG_PEER_SUBJECT), f->subject) != 0)
+		return false;
+	if (f->spiffe && strcmp(kg_peer_get(c, KG_PEER_SPIFFE), f->spiffe) != 0)
+		return false;
+	if (f->revoked && (!serial[0] || !revoked(c, f, serial)))
+		return false;
+	return true;
+}
+
+/* Cut, not close: SO_LINGER 0 makes the close a reset, so nothing queued
+ * (by us or, on the kTLS path, by the kernel) reaches a revoked client. */
+unsigned kg_conn_kill_matching(struct kg_worker *w, const struct kg_kill_filter *f)
+{
+	struct linger cut = { .l_onoff = 1, .l_linger = 0 };
+	struct kg_conn *c, *next;
+	unsigned n = 0;
+
+	for (c = w->conns; c; c = next) {
+		next = c->next; /* c may be freed by the close */
+		if (c->state == KG_CS_CLOSING || !kill_matches(c, f))
+			continue;
+		setsockopt(c->cfd, SOL_SOCKET, SO_LINGER, &cut, sizeof(cut));
+		if (!c->result)
+			c->result = "killed";
+		kg_conn_close(c, "killed");
+		n++;
+	}
+	return n;
 }

@@ -42,6 +42,7 @@ enum kg_peer_field {
 	KG_PEER_FINGERPRINT, /* SHA-256 of the leaf, hex */
 	KG_PEER_DETAIL,
 	KG_PEER_BACKEND,
+	KG_PEER_SPIFFE,      /* the first spiffe:// SAN URI */
 	KG_PEER_NFIELDS
 };
 
@@ -88,6 +89,7 @@ struct kg_conn {
 	struct kg_ktls_conn *kt;    /* handshake-time key capture: freed at handoff */
 	struct kg_splice_conn *sp;  /* the kTLS splice relay, from the handoff on */
 	uint64_t start_ms, deadline_ms;
+	uint64_t start_us;          /* handshake latency is measured from accept */
 	uint64_t bytes_in, bytes_out;
 	const char *result;         /* "ok" or the refusal reason */
 	const char *end;            /* how a relayed connection ended */
@@ -121,6 +123,11 @@ bool kg_conn_send_progress(struct kg_conn *c, enum kg_op op, int res);
 bool kg_buf_ensure(struct kg_buf *b);
 /* Moves what OpenSSL wrote into the wbio to cout and sends it. */
 void kg_conn_flush_tls(struct kg_conn *c);
+
+/* For the control thread, on the worker's thread (mailbox.h). */
+void kg_conn_describe_all(struct kg_worker *w, struct kg_wmsg *m);
+unsigned kg_conn_kill_matching(struct kg_worker *w, const struct kg_kill_filter *f);
+uint64_t kg_now_us(void);
 
 /* Phases (handshake.c, backend.c). */
 int kg_hs_start(struct kg_conn *c);

@@ -53,6 +53,8 @@ static void record_peer_cert(struct kg_conn *c, X509 *x)
 	kg_peer_set(c, KG_PEER_SERIAL, buf);
 	kg_cert_fingerprint_hex(x, buf, sizeof(buf));
 	kg_peer_set(c, KG_PEER_FINGERPRINT, buf);
+	if (kg_cert_spiffe_id(x, buf, sizeof(buf)))
+		kg_peer_set(c, KG_PEER_SPIFFE, buf);
 }
 
 static struct kg_conn *conn_of_store(X509_STORE_CTX *store)
@@ -324,6 +326,7 @@ static void record_session(struct kg_conn *c)
 static void handshake_done(struct kg_conn *c)
 {
 	record_session(c);
+	c->w->stats.hs_latency[kg_lat_bucket(kg_now_us() - c->start_us)]++;
 	if (c->kt)
 		kg_ktls_handshake_done(c->ssl);
 	c->result = "ok";

@@ -13,7 +13,7 @@
 static const size_t field_cap[KG_PEER_NFIELDS] = {
 	[KG_PEER_CLIENT] = 63,  [KG_PEER_SNI] = 255,    [KG_PEER_SUBJECT] = 255,
 	[KG_PEER_ISSUER] = 255, [KG_PEER_SERIAL] = 79,  [KG_PEER_FINGERPRINT] = 64, [KG_PEER_DETAIL] = 159,
-	[KG_PEER_BACKEND] = 127,
+	[KG_PEER_BACKEND] = 127, [KG_PEER_SPIFFE] = 255,
 };
 
 const char *kg_peer_get(const struct kg_conn *c, enum kg_peer_field f)

@@ -4,6 +4,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define KG_LAT_BUCKETS 28 /* 1 us .. 2^28 us (4.5 min) */
+
+/* The bucket of a handshake latency. */
+static inline unsigned kg_lat_bucket(uint64_t us)
+{
+	unsigned b = 0;
+
+	while (us > 1 && b < KG_LAT_BUCKETS - 1) {
+		us >>= 1;
+		b++;
+	}
+	return b;
+}
+
 /* Why a handshake was refused: the access log's result=, one counter each. */
 #define KG_REFUSAL_REASONS(X)                                                  \
 	X(no_certificate) X(unknown_ca) X(certificate_expired)                  \
@@ -40,5 +54,7 @@ struct kg_worker_stats {
 	uint64_t accept_errors;     /* EMFILE and friends: accepting paused meanwhile */
 	uint64_t bytes_in;  /* plaintext client -> backend */
 	uint64_t bytes_out; /* plaintext backend -> client */
+	uint64_t relayed_ktls, relayed_user; /* finished connections, by relay path */
+	uint64_t hs_latency[KG_LAT_BUCKETS]; /* accept to handshake done: [2^i, 2^(i+1)) us */
 };
 #endif

@@ -135,6 +135,7 @@ int kg_worker_init(struct kg_worker *w, unsigned id, int cpu, const struct kg_ru
 	w->cpu = cpu;
 	w->rt = rt;
 	w->wake_fd = -1;
+	pthread_mutex_init(&w->box_lock, NULL);
 	w->gen = rt->gen;
 	kg_gen_ref(w->gen);
 	if (open_listeners(w, err, errlen) < 0)
@@ -400,6 +401,68 @@ static void on_tick(struct kg_worker *w)
 	arm_tick(w);
 }
 
+static void copy_stats(struct kg_worker *w, struct kg_wmsg *m)
+{
+	m->stats = w->stats;
+	m->stats.conns_active = w->nconns;
+}
+
+static void handle(struct kg_worker *w, struct kg_wmsg *m)
+{
+	switch (m->kind) {
+	case KG_WMSG_STOP:
+		if (!w->draining)
+			start_drain(w);
+		break;
+	case KG_WMSG_GEN:
+		kg_gen_unref(w->gen);
+		w->gen = m->gen; /* the reference travels with the message */
+		m->gen = NULL;
+		break;
+	case KG_WMSG_STATS:
+		copy_stats(w, m);
+		break;
+	case KG_WMSG_CONNS:
+		kg_conn_describe_all(w, m);
+		break;
+	case KG_WMSG_KILL:
+		m->killed = kg_conn_kill_matching(w, &m->kill);
+		break;
+	}
+}
+
+static void read_mailbox(struct kg_worker *w)
+{
+	struct kg_wmsg *m, *next;
+
+	pthread_mutex_lock(&w->box_lock);
+	m = w->box;
+	w->box = NULL;
+	pthread_mutex_unlock(&w->box_lock);
+	for (; m; m = next) {
+		next = m->next;
+		handle(w, m);
+		sem_post(&m->done);
+		kg_wmsg_put(m);
+	}
+}
+
+/* After the loop: nobody will handle these; release their senders. */
+static void abandon_mailbox(struct kg_worker *w)
+{
+	struct kg_wmsg *m, *next;
+
+	pthread_mutex_lock(&w->box_lock);
+	m = w->box;
+	w->box = NULL;
+	w->box_closed = true; /* later posts are released at once */
+	pthread_mutex_unlock(&w->box_lock);
+	for (; m; m = next) {
+		next = m->next;
+		kg_wmsg_abandon(m);
+	}
+}
+
 static bool listeners_armed(const struct kg_worker *w)
 {
 	for (size_t i = 0; i < w->nlisteners; i++)
@@ -418,7 +481,8 @@ static void dispatch(struct kg_worker *w, struct io_uring_cqe *cqe)
 		on_accept(obj, cqe->res, cqe->flags);
 		return;
 	case KG_OP_WAKE:
-		start_drain(w);
+		read_mailbox(w);
+		arm_wake(w);
 		return;
 	case KG_OP_TICK:
 		on_tick(w);
@@ -466,6 +530,7 @@ static void *worker_main(void *arg)
 		}
 		io_uring_cq_advance(&w->ring, seen);
 	}
+	abandon_mailbox(w);
 	io_uring_submit(&w->ring); /* the last closes */
 	io_uring_queue_exit(&w->ring);
 	close(w->wake_fd);
@@ -479,9 +544,10 @@ int kg_worker_start(struct kg_worker *w)
 
 void kg_worker_request_stop(struct kg_worker *w)
 {
-	uint64_t one = 1;
-	ssize_t unused = write(w->wake_fd, &one, sizeof(one));
-	(void)unused;
+	struct kg_wmsg *m = kg_wmsg_new(KG_WMSG_STOP);
+
+	if (m)
+		kg_worker_post(w, m);
 }
 
 void kg_worker_join(struct kg_worker *w)

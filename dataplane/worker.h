@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "generation.h"
+#include "mailbox.h"
 #include "options.h"
 #include "ring.h"
 #include "stats.h"
@@ -47,6 +48,9 @@ struct kg_worker {
 	size_t nlisteners;
 	int wake_fd;
 	uint64_t wake_value;
+	pthread_mutex_t box_lock;
+	struct kg_wmsg *box;        /* from the control thread; see mailbox.h */
+	bool box_closed;            /* the worker has stopped reading it */
 	struct __kernel_timespec tick;
 	struct kg_conn *conns;      /* intrusive list of live connections */
 	unsigned nconns;
