@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #ifdef KG_HAVE_SYSTEMD
@@ -17,6 +18,7 @@
 #include "ktls_probe.h"
 #include "log.h"
 #include "options.h"
+#include "privdrop.h"
 #include "tlsctx.h"
 #include "worker.h"
 
@@ -189,7 +191,9 @@ int main(int argc, char **argv)
 	char err[1024];
 	sigset_t sigs;
 	unsigned nworkers = 0;
+	struct kg_privdrop pd;
 
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* no core dumps or ptrace peeks at keys */
 	switch (kg_options_parse(argc, argv, &opt, err, sizeof(err))) {
 	case KG_PARSE_EXIT_OK:
 		return 0;
@@ -200,6 +204,8 @@ int main(int argc, char **argv)
 		break;
 	}
 	kg_log_set_format(opt.log_format);
+	if (kg_privdrop_prepare(opt.user, opt.group, &pd, err, sizeof(err)) < 0)
+		die(err);
 	rt.ssl_ctx = kg_tlsctx_new(&opt, err, sizeof(err));
 	if (!rt.ssl_ctx)
 		die(err);
@@ -213,6 +219,8 @@ int main(int argc, char **argv)
 	block_signals(&sigs);
 	struct kg_worker *workers = init_workers(&rt, &nworkers);
 	setup_ktls(&rt);
+	if (kg_privdrop_apply(&pd, err, sizeof(err)) < 0)
+		die(err);
 	start_workers(workers, nworkers);
 	log_start(&rt, nworkers);
 	kg_log_msg(KG_LOG_INFO, "ready", "accepting connections");

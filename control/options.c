@@ -12,7 +12,7 @@ enum {
 	OPT_LISTEN = 256, OPT_CERT, OPT_KEY, OPT_CLIENT_CA, OPT_BACKEND, OPT_CRL,
 	OPT_WORKERS, OPT_VERIFY_DEPTH, OPT_MAX_CONNS, OPT_HS_TIMEOUT, OPT_IDLE_TIMEOUT,
 	OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LOG_FORMAT, OPT_CHECK, OPT_CONFIG,
-	OPT_HELP, OPT_VERSION, OPT_KTLS,
+	OPT_HELP, OPT_VERSION, OPT_KTLS, OPT_USER, OPT_GROUP,
 };
 
 static const struct option long_options[] = {
@@ -35,6 +35,8 @@ static const struct option long_options[] = {
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ "ktls", required_argument, NULL, OPT_KTLS },
+	{ "user", required_argument, NULL, OPT_USER },
+	{ "group", required_argument, NULL, OPT_GROUP },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -56,6 +58,8 @@ void kg_options_usage(FILE *out)
 	      "  --log-format text|json   access and event log format on stderr (default text)\n"
 	      "  --ktls auto|off|required hand sessions to kernel TLS: when the kernel can (auto,\n"
 	      "                           default), never, or refuse to start without it\n"
+	      "  --user NAME              started as root: run as NAME once listeners are bound\n"
+	      "  --group NAME             with --user: run with this group (default: NAME's)\n"
 	      "  --check                  validate everything and exit 0 (ok) or 2\n"
 	      "  --help, --version\n", out);
 }
@@ -184,6 +188,12 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 			o->ktls = KG_KTLS_REQUIRED;
 		else
 			FAIL("--ktls %s: expected auto, off or required", arg);
+		return KG_PARSE_OK;
+	case OPT_USER:
+		o->user = arg;
+		return KG_PARSE_OK;
+	case OPT_GROUP:
+		o->group = arg;
 		return KG_PARSE_OK;
 	case OPT_CHECK:
 		o->check = true;

@@ -40,6 +40,7 @@ struct kg_options {
 	unsigned drain_timeout_ms;
 	enum kg_log_format log_format;
 	enum kg_ktls_mode ktls;
+	const char *user, *group;    /* drop to these after binding; NULL: stay */
 	bool check;
 };
 

@@ -28,6 +28,13 @@ int main(void)
 	CHECK(o.handshake_timeout_ms == 500 && o.workers == 3 && o.ncrls == 2);
 	CHECK(o.nbackends == 2 && o.log_format == KG_LOG_JSON);
 
+	CHECK(o.user == NULL && o.group == NULL);
+	CHECK(PARSE(BASE, "--user", "ktlsgate", "--group", "ssl-cert") == KG_PARSE_OK);
+	CHECK_STR(o.user, "ktlsgate");
+	CHECK_STR(o.group, "ssl-cert");
+	CHECK(PARSE(BASE, "--user") == KG_PARSE_ERROR);
+	CHECK_STR(err, "option --user needs a value");
+
 	CHECK(PARSE(BASE, "--workers", "abc") == KG_PARSE_ERROR);
 	CHECK_STR(err, "--workers abc: not a positive integer (1-1024)");
 	CHECK(PARSE(BASE, "--workers", "0") == KG_PARSE_ERROR);
