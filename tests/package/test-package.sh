@@ -118,6 +118,8 @@ if command -v systemd-analyze >/dev/null; then
 		sed -n 's/^→ Overall exposure level for ktlsgate.service: //p')
 	echo "systemd-analyze security: ${score:-?}"
 fi
+wants=/etc/systemd/system/multi-user.target.wants/ktlsgate.service
+[ -L "$wants" ] && ok "service enabled (like nginx)" || fail "service not enabled: $wants missing"
 man -w ktlsgate.yaml >/dev/null 2>&1 && ok "man ktlsgate.yaml finds the page" || true
 
 # -- a PKI readable by group ktlsgate only, as the man page says to set up keys
@@ -238,8 +240,8 @@ while IFS= read -r f; do
 	[ -d "$f" ] && ! [[ $f == */ktlsgate || $f == */ktlsgate/* ]] && continue # shared dirs: /usr/bin, ...
 	left+=("$f")
 done <"$tmp/files"
-for d in /etc/ktlsgate /var/lib/ktlsgate /var/log/ktlsgate /run/ktlsgate /usr/libexec/ktlsgate; do
-	[ -e "$d" ] && left+=("$d")
+for d in /etc/ktlsgate /var/lib/ktlsgate /var/log/ktlsgate /run/ktlsgate /usr/libexec/ktlsgate "$wants"; do
+	if [ -e "$d" ] || [ -L "$d" ]; then left+=("$d"); fi
 done
 if [ ${#left[@]} -eq 0 ]; then ok "nothing of the package left"; else fail "left after purge: ${left[*]}"; fi
 # Debian keeps system users on purge (their files may still exist; uids must not be reused).
