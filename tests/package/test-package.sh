@@ -140,11 +140,15 @@ yaml_supported() { # the config parser lands on another branch
 }
 
 # The daemon's arguments for one listener, as YAML config or command line.
-daemon_args() { # port, name
+# how=root: start as root and drop to ktlsgate (global.user in the file, --user
+# on the command line, which --config refuses).
+daemon_args() { # port, name, how
 	if yaml_supported; then
-		cat >"$tmp/$2.yaml" <<EOF
-global:
-  workers: 1
+		{
+			echo "global:"
+			echo "  workers: 1"
+			[ "$3" = root ] && echo "  user: ktlsgate"
+			cat <<EOF
 listeners:
   - name: $2
     listen: "127.0.0.1:$1"
@@ -155,11 +159,13 @@ listeners:
     crl: $pki/crl-bundle.pem
     backends: "127.0.0.1:$bport"
 EOF
+		} >"$tmp/$2.yaml"
 		chgrp ktlsgate "$tmp/$2.yaml" && chmod 0640 "$tmp/$2.yaml"
 		echo "--config $tmp/$2.yaml"
 	else
 		echo "--listen 127.0.0.1:$1 --cert $pki/server-ecdsa-chain.crt --key $pki/server-ecdsa.key" \
 			"--client-ca $pki/client-ca.pem --crl $pki/crl-bundle.pem --backend 127.0.0.1:$bport --workers 1"
+		if [ "$3" = root ]; then echo "--user ktlsgate"; fi
 	fi
 }
 
@@ -169,15 +175,15 @@ as_unit=(setpriv --reuid=ktlsgate --regid=ktlsgate --init-groups --inh-caps=-all
 
 serve_one() { # name, how ("unit" or "root"), port
 	local name=$1 how=$2 port=$3 args log=$tmp/$1.log pid
-	read -r -a args <<<"$(daemon_args "$port" "$name")"
-	local pre=() post=()
-	if [ "$how" = unit ]; then pre=("${as_unit[@]}"); else post=(--user ktlsgate); fi
-	if "${pre[@]}" /usr/sbin/ktlsgate --check "${args[@]}" "${post[@]}" >"$tmp/$name.check" 2>&1; then
+	read -r -a args <<<"$(daemon_args "$port" "$name" "$how" | tr '\n' ' ')"
+	local pre=()
+	if [ "$how" = unit ]; then pre=("${as_unit[@]}"); fi
+	if "${pre[@]}" /usr/sbin/ktlsgate --check "${args[@]}" >"$tmp/$name.check" 2>&1; then
 		ok "$name: ktlsgate --check: $(cat "$tmp/$name.check")"
 	else
 		cat "$tmp/$name.check"; fail "$name: ktlsgate --check"; return
 	fi
-	"${pre[@]}" /usr/sbin/ktlsgate "${args[@]}" "${post[@]}" 2>"$log" &
+	"${pre[@]}" /usr/sbin/ktlsgate "${args[@]}" 2>"$log" &
 	pid=$!
 	pids+=($pid)
 	for _ in $(seq 100); do
