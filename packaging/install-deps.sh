@@ -8,8 +8,8 @@ build_pkgs=(build-essential meson ninja-build pkg-config libssl-dev liburing-dev
 	libjansson-dev libkmod-dev libsystemd-dev libfyaml-dev openssl python3 python3-cryptography curl ca-certificates)
 test_pkgs=(python3-pytest user-mode-linux busybox-static iproute2)
 # dpkg-buildpackage with debhelper, man pages (scdoc), lintian, and what
-# tests/package/test-package.sh runs: setpriv (util-linux), systemd-analyze.
-package_pkgs=(dpkg-dev debhelper fakeroot scdoc lintian util-linux systemd man-db)
+# tests/package/test-package.sh runs: setpriv (util-linux), systemd-analyze, strace.
+package_pkgs=(dpkg-dev debhelper fakeroot scdoc lintian util-linux systemd man-db strace)
 
 want=("${build_pkgs[@]}")
 for set in "${@:-build}"; do

@@ -231,8 +231,55 @@ serve_one() { # name, how ("unit" or "root"), port
 	grep -q 'result=ok' "$log" && ok "$name: access log line" || fail "$name: no access log line"
 }
 
+# Every system call the daemon makes while starting, serving and draining
+# must pass the unit's SystemCallFilter= (an unlisted one kills it in production).
+expand_filter() { # @group or name... -> syscall names, one per line
+	local x
+	for x in "$@"; do
+		case $x in
+		@*) expand_filter $(systemd-analyze syscall-filter "$x" 2>/dev/null | sed -n 's/^ \{4\}\([@a-z0-9_-]*\)$/\1/p') ;;
+		*) echo "$x" ;;
+		esac
+	done
+}
+
+syscall_check() { # port
+	local port=$1 args tracer daemon
+	read -r -a args <<<"$(daemon_args "$port" strace unit | tr '\n' ' ')"
+	# strace runs as ktlsgate (as the unit would run the daemon): its own directory.
+	install -d -o ktlsgate -g ktlsgate "$tmp/trace"
+	"${as_unit[@]}" strace -f -qq -o "$tmp/trace/strace.txt" /usr/sbin/ktlsgate "${args[@]}" 2>"$tmp/strace.log" &
+	tracer=$!
+	pids+=($tracer)
+	for _ in $(seq 100); do grep -q ' ready ' "$tmp/strace.log" && break; sleep 0.1; done
+	grep -q ' ready ' "$tmp/strace.log" || { cat "$tmp/strace.log"; tail -5 "$tmp/trace/strace.txt"; fail "syscalls: traced daemon not ready"; return; }
+	curl -sS --max-time 10 --cacert "$pki/root-ca.crt" --cert "$pki/client-chain.crt" \
+		--key "$pki/client.key" "https://localhost:$port/" >/dev/null 2>&1
+	curl -sS --max-time 10 --cacert "$pki/root-ca.crt" --cert "$pki/client-revoked-chain.crt" \
+		--key "$pki/client-revoked.key" "https://localhost:$port/" >/dev/null 2>&1
+	daemon=$(pgrep -P "$tracer" | head -1)
+	[ -n "$daemon" ] && kill -TERM "$daemon"
+	wait "$tracer"
+	local filter
+	filter=$(sed -n 's/^SystemCallFilter=//p' /lib/systemd/system/ktlsgate.service | grep -v '^~' | head -1)
+	expand_filter $filter | sort -u >"$tmp/allowed.txt"
+	sed -n 's/^[0-9]* *\([a-z0-9_]*\)(.*/\1/p' "$tmp/trace/strace.txt" | sort -u >"$tmp/used.txt"
+	local outside
+	outside=$(comm -23 "$tmp/used.txt" "$tmp/allowed.txt" | tr '\n' ' ')
+	if [ -z "$outside" ]; then
+		ok "syscalls: all $(wc -l <"$tmp/used.txt") used are allowed by SystemCallFilter=$filter"
+	else
+		fail "syscalls outside the unit's SystemCallFilter: $outside"
+	fi
+}
+
 serve_one unit-like unit "$(low_port)"
 serve_one root-user root "$(free_port)"
+if command -v strace >/dev/null && command -v systemd-analyze >/dev/null; then
+	syscall_check "$(free_port)"
+else
+	echo "strace or systemd-analyze missing: SystemCallFilter not checked"
+fi
 
 # -- purge
 step "apt-get purge"
