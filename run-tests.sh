@@ -2,11 +2,16 @@
 # Runs every ktlsgate test: installs test dependencies from Debian, builds the
 # normal and the ASan+UBSan variant, then runs the C unit tests, the kTLS tests
 # (inside a user-mode-linux guest; skipped where linux.uml is missing) and the
-# integration suite against both builds.
+# integration suite against both builds. With KTLSGATE_PACKAGE_TEST=1 (CI sets
+# it) also the Debian package test: build, lintian, install, serve, purge.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-packaging/install-deps.sh test
+if [ "${KTLSGATE_PACKAGE_TEST:-0}" = 1 ]; then
+	packaging/install-deps.sh test package
+else
+	packaging/install-deps.sh test
+fi
 
 build() { # dir, extra meson options...
 	local dir=$1; shift
@@ -33,3 +38,14 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print
 	KTLSGATE_SANITIZED=1 pytest_run build-asan/ktlsgate
 echo "== integration suite (normal build)"
 pytest_run build/ktlsgate
+
+if [ "${KTLSGATE_PACKAGE_TEST:-0}" = 1 ]; then
+	echo "== package test (build the .deb, lintian, install, serve, purge)"
+	rc=0
+	tests/package/test-package.sh || rc=$?
+	case $rc in
+	0) ;;
+	77) echo "package test skipped" ;;
+	*) exit "$rc" ;;
+	esac
+fi

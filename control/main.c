@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #ifdef KG_HAVE_SYSTEMD
@@ -20,6 +21,7 @@
 #include "ktls_probe.h"
 #include "log.h"
 #include "options.h"
+#include "privdrop.h"
 #include "worker.h"
 
 #define EXIT_CONFIG 2
@@ -308,8 +310,10 @@ static void wait_for_stop(const sigset_t *set, const struct kg_config *cfg)
 	}
 }
 
-/* Everything the daemon will serve, built and checked before anything binds. */
-static struct kg_gen *load_generation(const struct kg_options *opt)
+/* Everything the daemon will serve, built and checked before anything binds.
+ * The user to run as is resolved first: a typo there fails before any file
+ * is read. The command line wins over global.user/group, like --workers. */
+static struct kg_gen *load_generation(const struct kg_options *opt, struct kg_privdrop *pd)
 {
 	struct kg_config cfg;
 	struct kg_gen *g;
@@ -323,6 +327,11 @@ static struct kg_gen *load_generation(const struct kg_options *opt)
 		die(err);
 	}
 	kg_log_set_format(cfg.log_format);
+	if (kg_privdrop_prepare(opt->user ? opt->user : cfg.user, opt->group ? opt->group : cfg.group,
+				pd, err, sizeof(err)) < 0) {
+		kg_config_free(&cfg);
+		die(err);
+	}
 	if (cfg.log_file && !opt->check)
 		open_log_file(cfg.log_file);
 	g = kg_gen_build(&cfg, 1, kg_hs_prepare_ctx, err, sizeof(err));
@@ -338,7 +347,9 @@ int main(int argc, char **argv)
 	char err[1024];
 	sigset_t sigs;
 	unsigned nworkers = 0;
+	struct kg_privdrop pd;
 
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* no core dumps or ptrace peeks at keys */
 	switch (kg_options_parse(argc, argv, &opt, err, sizeof(err))) {
 	case KG_PARSE_EXIT_OK:
 		return 0;
@@ -348,7 +359,7 @@ int main(int argc, char **argv)
 	case KG_PARSE_OK:
 		break;
 	}
-	rt.gen = load_generation(&opt);
+	rt.gen = load_generation(&opt, &pd);
 	if (opt.check) {
 		int rc = run_check(&rt);
 		kg_gen_unref(rt.gen);
@@ -358,6 +369,8 @@ int main(int argc, char **argv)
 	block_signals(&sigs);
 	struct kg_worker *workers = init_workers(&rt, &nworkers);
 	setup_ktls(&rt);
+	if (kg_privdrop_apply(&pd, err, sizeof(err)) < 0)
+		die(err);
 	start_workers(workers, nworkers);
 	log_start(&rt, nworkers);
 	kg_log_msg(KG_LOG_INFO, "ready", "accepting connections");

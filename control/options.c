@@ -14,7 +14,7 @@ enum {
 	OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LOG_FORMAT, OPT_CHECK, OPT_CONFIG,
 	OPT_HELP, OPT_VERSION, OPT_KTLS,
 	OPT_ALLOW_CN, OPT_ALLOW_DNS, OPT_ALLOW_URI, OPT_ALLOW_SUBJECT, OPT_DENY_SERIAL,
-	OPT_MAX_CONNS_PER_SOURCE,
+	OPT_MAX_CONNS_PER_SOURCE, OPT_USER, OPT_GROUP,
 };
 
 static const struct option long_options[] = {
@@ -43,6 +43,8 @@ static const struct option long_options[] = {
 	{ "allow-subject", required_argument, NULL, OPT_ALLOW_SUBJECT },
 	{ "deny-serial", required_argument, NULL, OPT_DENY_SERIAL },
 	{ "max-conns-per-source", required_argument, NULL, OPT_MAX_CONNS_PER_SOURCE },
+	{ "user", required_argument, NULL, OPT_USER },
+	{ "group", required_argument, NULL, OPT_GROUP },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -51,8 +53,8 @@ void kg_options_usage(FILE *out)
 	fputs("usage: ktlsgate --listen HOST:PORT --cert FILE --key FILE --client-ca FILE\n"
 	      "                --backend HOST:PORT|unix:/path [options]\n"
 	      "       ktlsgate --config FILE [--check] [--workers N] [--log-format F] [--ktls M]\n"
-	      "  --config FILE            YAML configuration (see configs/ktlsgate.yaml); only\n"
-	      "                           --check, --workers, --log-format and --ktls may be added,\n"
+	      "  --config FILE            YAML configuration (see configs/ktlsgate.yaml); only --user,\n"
+	      "                           --group, --check, --workers, --log-format, --ktls may be added,\n"
 	      "                           and they win over the file\n"
 	      "  --listen HOST:PORT       address to accept mTLS on (repeatable; [::1]:443 for IPv6)\n"
 	      "  --cert FILE --key FILE   server identity: PEM chain (leaf first) and its key;\n"
@@ -76,6 +78,8 @@ void kg_options_usage(FILE *out)
 	      "  --allow-uri URI          ... a SAN URI, e.g. spiffe://domain/path (trailing * = prefix)\n"
 	      "  --allow-subject REGEX    ... a subject DN (RFC 2253 text) matching the POSIX regex\n"
 	      "  --deny-serial HEX        refuse this certificate serial (repeatable), checked first\n"
+	      "  --user NAME              started as root: run as NAME once listeners are bound\n"
+	      "  --group NAME             with --user: run with this group (default: NAME's)\n"
 	      "  --check                  validate everything and exit 0 (ok) or 2\n"
 	      "  --help, --version\n", out);
 }
@@ -211,6 +215,12 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 			FAIL("--ktls %s: expected auto, off or required", arg);
 		o->ktls_set = true;
 		return KG_PARSE_OK;
+	case OPT_USER:
+		o->user = arg;
+		return KG_PARSE_OK;
+	case OPT_GROUP:
+		o->group = arg;
+		return KG_PARSE_OK;
 	case OPT_CHECK:
 		o->check = true;
 		return KG_PARSE_OK;
@@ -239,7 +249,7 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 static bool combines_with_config(int opt)
 {
 	return opt == OPT_CHECK || opt == OPT_CONFIG || opt == OPT_WORKERS ||
-	       opt == OPT_LOG_FORMAT || opt == OPT_KTLS;
+	       opt == OPT_LOG_FORMAT || opt == OPT_KTLS || opt == OPT_USER || opt == OPT_GROUP;
 }
 
 static enum kg_parse_result check_required(const struct kg_options *o, char *err, size_t errlen)

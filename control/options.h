@@ -57,6 +57,7 @@ struct kg_options {
 	enum kg_log_format log_format;
 	enum kg_ktls_mode ktls;
 	bool log_format_set, ktls_set; /* given: they win over the --config file */
+	const char *user, *group;    /* drop to these after binding; NULL: stay */
 	bool check;
 };
 

@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # Installs what ktlsgate needs from Debian 12, only when something is missing.
-# Usage: packaging/install-deps.sh build|test
+# Usage: packaging/install-deps.sh SET...   SET: build, test, package (the .deb
+# build and its test); every set includes build.
 set -euo pipefail
 
 build_pkgs=(build-essential meson ninja-build pkg-config libssl-dev liburing-dev
 	libjansson-dev libkmod-dev libsystemd-dev libfyaml-dev openssl python3 python3-cryptography curl ca-certificates)
 test_pkgs=(python3-pytest user-mode-linux busybox-static iproute2)
+# dpkg-buildpackage with debhelper, man pages (scdoc), lintian, and what
+# tests/package/test-package.sh runs: setpriv (util-linux), systemd-analyze, strace.
+package_pkgs=(dpkg-dev debhelper fakeroot scdoc lintian util-linux systemd man-db strace)
 
 want=("${build_pkgs[@]}")
-[ "${1:-build}" = test ] && want+=("${test_pkgs[@]}")
+for set in "${@:-build}"; do
+	case $set in
+	build) ;;
+	test) want+=("${test_pkgs[@]}") ;;
+	package) want+=("${package_pkgs[@]}") ;;
+	*) echo "install-deps: unknown set '$set' (build, test, package)" >&2; exit 2 ;;
+	esac
+done
 
 missing=()
 for p in "${want[@]}"; do

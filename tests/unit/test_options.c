@@ -34,6 +34,13 @@ int main(void)
 	CHECK(PARSE(BASE, "--max-conns-per-source", "-3") == KG_PARSE_ERROR);
 	CHECK_STR(err, "--max-conns-per-source -3: not a non-negative integer");
 
+	CHECK(o.user == NULL && o.group == NULL);
+	CHECK(PARSE(BASE, "--user", "ktlsgate", "--group", "ssl-cert") == KG_PARSE_OK);
+	CHECK_STR(o.user, "ktlsgate");
+	CHECK_STR(o.group, "ssl-cert");
+	CHECK(PARSE(BASE, "--user") == KG_PARSE_ERROR);
+	CHECK_STR(err, "option --user needs a value");
+
 	CHECK(PARSE(BASE, "--workers", "abc") == KG_PARSE_ERROR);
 	CHECK_STR(err, "--workers abc: not a positive integer (1-1024)");
 	CHECK(PARSE(BASE, "--workers", "0") == KG_PARSE_ERROR);
