@@ -1,5 +1,7 @@
 #include "tlsctx.h"
 
+#include "overlay.h"
+
 #include <errno.h>
 #include <openssl/pkcs12.h>
 #include <stdarg.h>
@@ -42,6 +44,9 @@ static BIO *open_file(const struct kg_file *f, char *err, size_t errlen)
 
 	ERR_clear_error();
 	errno = 0;
+	bio = kg_overlay_open(f->path);
+	if (bio)
+		return bio;
 	bio = BIO_new_file(f->path, "r");
 	if (!bio) { /* fopen's errno says it best: "No such file or directory" */
 		kg_file_format(f, where, sizeof(where));
@@ -169,12 +174,13 @@ static bool pem_is_encrypted(const struct kg_file *f)
 {
 	char line[256];
 	bool found = false;
-	FILE *fp = fopen(f->path, "r");
+	BIO *bio = kg_overlay_open(f->path);
 
-	while (fp && !found && fgets(line, sizeof(line), fp))
+	if (!bio)
+		bio = BIO_new_file(f->path, "r");
+	while (bio && !found && BIO_gets(bio, line, sizeof(line)) > 0)
 		found = strstr(line, "BEGIN ENCRYPTED PRIVATE KEY") || strstr(line, "Proc-Type: 4,ENCRYPTED");
-	if (fp)
-		fclose(fp);
+	BIO_free(bio);
 	return found;
 }
 
