@@ -73,6 +73,8 @@ struct kg_conn {
 	struct kg_ktls_conn *kt;    /* only when kernel TLS may take over */
 	uint64_t start_ms, deadline_ms;
 	uint64_t bytes_in, bytes_out;
+	uint64_t key_update_window_ms; /* userspace relay: KeyUpdates from the client */
+	unsigned key_updates;          /* ... seen in the second starting there */
 	const char *result;         /* "ok" or the refusal reason */
 	const char *end;            /* how a relayed connection ended */
 	struct kg_peer_info peer;

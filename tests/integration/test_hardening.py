@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+import libssl_client
 import rawtls
 import tlsclient
 from conftest import SANITIZED, Backend, echo_handler, sha256_sink_handler
@@ -231,6 +232,29 @@ def test_tls13_early_data_rejected(pki, sink_backend, start_daemon, tmp_path):
     lines = d.wait_access(2)
     assert "resumed=1" in lines[1] and "bytes_in=4 " in lines[1]  # only "two\n"
     assert sink_backend.received == [4, 4]  # the early bytes never reached the backend
+
+
+def test_tls13_key_updates_ok_but_a_flood_is_cut(pki, echo_backend, start_daemon):
+    """A few KeyUpdates (each asking us to update too) are answered and the
+    relay goes on; a stream of them, each costing the worker two key
+    derivations, is cut: end=key_update_flood. Others are unaffected."""
+    d, port = start_daemon(echo_backend.addr)
+    c = libssl_client.Client(pki, port)
+    for i in range(3):
+        assert c.key_update()
+        assert c.write(b"after-update") == 12
+        assert c.read(12) == b"after-update"  # our KeyUpdate answer was understood
+    c.close()
+    assert "end=client_eof" in last_access(d, 1) or "end=client_reset" in last_access(d, 1)
+    flood = libssl_client.Client(pki, port)
+    sent = 0
+    while sent < 5000 and flood.key_update():
+        sent += 1
+    assert sent < 5000  # the daemon closed the connection
+    line = last_access(d, 2)
+    assert "end=key_update_flood" in line and "more than 8 TLS KeyUpdates in one second" in line
+    flood.close()
+    still_serves(pki, port)
 
 
 # --- malformed input -------------------------------------------------------------------------
