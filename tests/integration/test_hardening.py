@@ -123,11 +123,14 @@ def test_compression_never_chosen(pki, sink_backend, start_daemon):
     """DEFLATE offered first: the ServerHello still says null compression;
     a hello without the null method is a decode_error."""
     d, port = start_daemon(sink_backend.addr, "--handshake-timeout", "1")
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(rawtls.client_hello(compression=b"\x01\x00"))
-    time.sleep(0.3)
-    s.setblocking(False)
-    hello = rawtls.server_hello([(t, p) for t, p in _split_records(s.recv(65536))])
+    data, hello = b"", None
+    while hello is None:
+        chunk = s.recv(65536)
+        assert chunk, "closed before a ServerHello"
+        data += chunk
+        hello = rawtls.server_hello(_split_records(data))
     s.close()
     assert hello == {"version": 0x0303, "suite": 0xC02B, "compression": 0}
     records, end = rawtls.send_and_read(port, rawtls.client_hello(compression=b"\x01"))
@@ -140,6 +143,8 @@ def _split_records(data):
     out = []
     while len(data) >= 5:
         t, _, n = struct.unpack("!BHH", data[:5])
+        if len(data) < 5 + n:
+            break  # the rest has not arrived yet
         out.append((t, data[5:5 + n]))
         data = data[5 + n:]
     return out
@@ -339,7 +344,9 @@ def test_client_that_never_sends_its_certificate(pki, sink_backend, start_daemon
     sock.sendall(out.read())  # ClientHello
     got = b""
     while b"\x17\x03\x03" not in got[5:]:  # the encrypted server flight has arrived
-        got += sock.recv(65536)
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the server flight"
+        got += chunk
     t0 = time.time()
     sock.settimeout(10)
     assert sock.recv(100) == b""  # closed by the server; we never answered
