@@ -429,8 +429,10 @@ def timed_echo(pki, port):
 
 def test_flood_of_stalled_connections_does_not_starve_a_good_client(pki, echo_backend,
                                                                      start_daemon):
-    n = 3000
-    assert raise_nofile(n + 200) >= n + 200
+    limit = raise_nofile(3300)  # the daemon inherits it
+    if limit < 2300:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {limit}: cannot hold 2000 stalled clients")
+    n = min(3000, limit - 300)
     d, port = start_daemon(echo_backend.addr, "--handshake-timeout", "60")
     pid = d.proc.pid
     base = nfds(pid)
