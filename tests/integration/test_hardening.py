@@ -435,12 +435,15 @@ def test_flood_of_stalled_connections_does_not_starve_a_good_client(pki, echo_ba
     n = min(3000, limit - 300)
     d, port = start_daemon(echo_backend.addr, "--handshake-timeout", "60")
     pid = d.proc.pid
-    base = nfds(pid)
+    base, rss0 = nfds(pid), rss_kib(pid)
     socks = open_stalled(n, port)
     deadline = time.time() + 20
     while nfds(pid) < base + n and time.time() < deadline:  # all accepted
         time.sleep(0.1)
     assert nfds(pid) >= base + n
+    per_conn = (rss_kib(pid) - rss0) / n
+    print(f"stalled connection: {per_conn:.1f} KiB each")
+    assert per_conn < 64, f"{per_conn:.1f} KiB per stalled connection"
     times = [timed_echo(pki, port) for _ in range(3)]
     print(f"good client under flood: {times}")
     assert max(times) < 1.0 * SLOW, times  # the documented guarantee
