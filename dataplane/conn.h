@@ -91,6 +91,8 @@ struct kg_conn {
 	uint64_t start_ms, deadline_ms;
 	uint64_t start_us;          /* handshake latency is measured from accept */
 	uint64_t bytes_in, bytes_out;
+	uint64_t key_update_window_ms; /* userspace relay: KeyUpdates from the client */
+	unsigned key_updates;          /* ... seen in the second starting there */
 	const char *result;         /* "ok" or the refusal reason */
 	const char *end;            /* how a relayed connection ended */
 	struct kg_peer_info peer;
