@@ -62,8 +62,8 @@ static bool key_update_flood(struct kg_conn *c)
 {
 	if (c->key_updates <= KG_MAX_KEY_UPDATES_PER_S)
 		return false;
-	snprintf(c->peer.detail, sizeof(c->peer.detail),
-		 "more than %d TLS KeyUpdates in one second", KG_MAX_KEY_UPDATES_PER_S);
+	kg_peer_setf(c, KG_PEER_DETAIL, "more than %d TLS KeyUpdates in one second",
+		     KG_MAX_KEY_UPDATES_PER_S);
 	kg_conn_close(c, "key_update_flood");
 	return true;
 }
