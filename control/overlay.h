@@ -6,6 +6,7 @@
 #ifndef KG_OVERLAY_H
 #define KG_OVERLAY_H
 #include <openssl/bio.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* A memory BIO over the overlay for path, or NULL when there is none. */
@@ -15,5 +16,8 @@ int kg_overlay_set(const char *path, const char *data, size_t len);
 /* The current content for path, or NULL (for rollback). */
 const char *kg_overlay_get(const char *path, size_t *len);
 size_t kg_overlay_count(void);
+/* While suspended, builds read the disk only (a reload that must not see
+ * runtime changes, yet must leave them in place if it fails). */
+void kg_overlay_suspend(bool on);
 void kg_overlay_clear(void);
 #endif

@@ -345,6 +345,19 @@ static int add_identities(SSL_CTX *ctx, const struct kg_server_id *const *ids, s
 	return 0;
 }
 
+/* Remembers that item n came from path (the config's string, which lives as
+ * long as the generation). */
+static bool record_file(const char ***files, int n, const char *path)
+{
+	const char **grown = realloc(*files, sizeof(**files) * (size_t)(n + 1));
+
+	if (!grown)
+		return false;
+	grown[n] = path;
+	*files = grown;
+	return true;
+}
+
 static int add_client_cas(struct kg_client_trust *t, const struct kg_file *f, char *err,
 			  size_t errlen)
 {
@@ -362,6 +375,8 @@ static int add_client_cas(struct kg_client_trust *t, const struct kg_file *f, ch
 			file_error(f, err, errlen, "certificate %d is not a CA", i + 1);
 			goto out;
 		}
+		if (!record_file(&t->ca_files, sk_X509_num(t->cas), f->path))
+			goto out;
 		X509_STORE_add_cert(t->store, ca);
 		X509_up_ref(ca);
 		sk_X509_push(t->cas, ca);
@@ -433,6 +448,11 @@ static int add_crl_file(struct kg_client_trust *t, const struct kg_file *f, char
 		/* The store indexes CRLs by issuer and sorts revoked serials once,
 		 * so a lookup is a binary search, not a scan of the list. */
 		X509_STORE_add_crl(t->store, crl);
+		if (!record_file(&t->crl_files, sk_X509_CRL_num(t->crls), f->path)) {
+			X509_CRL_free(crl);
+			BIO_free(bio);
+			return -1;
+		}
 		sk_X509_CRL_push(t->crls, crl);
 	}
 	BIO_free(bio);
@@ -481,6 +501,8 @@ void kg_tls_trust_free(struct kg_client_trust *t)
 	sk_X509_pop_free(t->cas, X509_free);
 	sk_X509_NAME_pop_free(t->names, X509_NAME_free);
 	sk_X509_CRL_pop_free(t->crls, X509_CRL_free);
+	free(t->ca_files);
+	free(t->crl_files);
 	memset(t, 0, sizeof(*t));
 }
 

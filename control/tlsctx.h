@@ -27,6 +27,7 @@ struct kg_client_trust {
 	STACK_OF(X509) *cas;
 	STACK_OF(X509_NAME) *names; /* for CertificateRequest */
 	STACK_OF(X509_CRL) *crls;
+	const char **ca_files, **crl_files; /* which file each CA / CRL came from */
 };
 int kg_tls_trust_new(const struct kg_auth_spec *a, struct kg_client_trust *t, char *err,
 		     size_t errlen);

@@ -15,3 +15,29 @@ enum kg_refusal kg_refusal_of(const char *reason)
 			return (enum kg_refusal)i;
 	return KG_REFUSED_handshake_failed;
 }
+
+void kg_stats_add(struct kg_worker_stats *t, const struct kg_worker_stats *s)
+{
+	const uint64_t *src = (const uint64_t *)s;
+	uint64_t *dst = (uint64_t *)t;
+
+	/* Every field is a uint64_t counter: add them all. */
+	for (size_t i = 0; i < sizeof(*s) / sizeof(uint64_t); i++)
+		dst[i] += src[i];
+}
+
+uint64_t kg_stats_latency_quantile(const struct kg_worker_stats *s, double q)
+{
+	uint64_t total = 0, seen = 0;
+
+	for (int b = 0; b < KG_LAT_BUCKETS; b++)
+		total += s->hs_latency[b];
+	if (!total)
+		return 0;
+	for (int b = 0; b < KG_LAT_BUCKETS; b++) {
+		seen += s->hs_latency[b];
+		if ((double)seen >= q * (double)total)
+			return 2ull << b; /* the bucket's upper bound */
+	}
+	return 2ull << (KG_LAT_BUCKETS - 1);
+}

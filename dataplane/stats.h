@@ -38,6 +38,12 @@ extern const char *const kg_refusal_names[KG_REFUSAL_COUNT];
 /* The counter for a reason string; unknown ones count as handshake_failed. */
 enum kg_refusal kg_refusal_of(const char *reason);
 
+struct kg_worker_stats;
+/* t += s, field by field (every field is a uint64_t counter). */
+void kg_stats_add(struct kg_worker_stats *t, const struct kg_worker_stats *s);
+/* The upper bound (us) of the latency bucket holding quantile q; 0 if empty. */
+uint64_t kg_stats_latency_quantile(const struct kg_worker_stats *s, double q);
+
 struct kg_worker_stats {
 	uint64_t conns_total;
 	uint64_t conns_active;
