@@ -32,8 +32,8 @@ static const struct nla_policy tls_policy[TLS_INFO_MAX + 1] = {
 	[TLS_INFO_CIPHER] = { .type = NLA_U16, .maxlen = 2 },
 	[TLS_INFO_TXCONF] = { .type = NLA_U16, .maxlen = 2 },
 	[TLS_INFO_RXCONF] = { .type = NLA_U16, .maxlen = 2 },
-	[TLS_INFO_ZC_RO_TX] = { .type = NLA_FLAG, .maxlen = 0 },
-	[TLS_INFO_RX_NO_PAD] = { .type = NLA_FLAG, .maxlen = 0 },
+	[TLS_INFO_ZC_RO_TX] = { .type = NLA_FLAG },
+	[TLS_INFO_RX_NO_PAD] = { .type = NLA_FLAG },
 };
 
 /* glibc's struct tcp_info (libnl pulls in <netinet/tcp.h>, which clashes with
@@ -81,6 +81,10 @@ static int parse_tls(struct nlattr *a, struct kg_sock_view *view)
 		view->tls_txconf = nla_get_u16(tb[TLS_INFO_TXCONF]);
 	if (tb[TLS_INFO_RXCONF])
 		view->tls_rxconf = nla_get_u16(tb[TLS_INFO_RXCONF]);
+	/* libnl has no maximum of 0: a flag with a payload is refused here. */
+	if ((tb[TLS_INFO_ZC_RO_TX] && nla_len(tb[TLS_INFO_ZC_RO_TX]) != 0) ||
+	    (tb[TLS_INFO_RX_NO_PAD] && nla_len(tb[TLS_INFO_RX_NO_PAD]) != 0))
+		return -1;
 	view->zc_ro_tx = tb[TLS_INFO_ZC_RO_TX] != NULL;
 	view->rx_no_pad = tb[TLS_INFO_RX_NO_PAD] != NULL;
 	return 0;
@@ -276,7 +280,7 @@ static int transact(int type, struct request *q)
 		goto out;
 	}
 	while (!q->done) {
-		rc = nl_recvmsgs(sk, cb);
+		rc = nl_recvmsgs_report(sk, cb); /* > 0: messages handled */
 		if (q->done)
 			break;
 		if (rc <= 0) { /* 0: the timeout, nothing came */
