@@ -9,9 +9,10 @@
 struct sockaddr;
 struct nlmsghdr;
 
-/* What `ktlsgatectl show conns` prints per connection. The tls_* fields need
- * CAP_NET_ADMIN: without it the kernel names the ULP (ulp_tls) but leaves the
- * details out, and they stay 0. */
+/* What `ktlsgatectl show conns` prints per connection. The ULP part needs
+ * CAP_NET_ADMIN: without it Linux 6.1 (checked in the UML guest) sends no ULP
+ * info at all, so ulp_tls is false even on a kTLS socket; newer kernels
+ * (2025 change to tcp_diag_put_ulp) send the name but not the tls_* details. */
 struct kg_sock_view {
 	bool found;
 	uint8_t tcp_state;                 /* TCP_ESTABLISHED ... */

@@ -9,6 +9,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include "netpair.h"
 #include "sockdiag.h"
@@ -147,6 +148,30 @@ static void test_ulp_only(void)
 	netpair_close(&p);
 }
 
+/* Without CAP_NET_ADMIN (here: uid nobody) no TLS details: 6.1 leaves the
+ * whole ULP info out, newer kernels send the name only (sockdiag.h). */
+static void test_unprivileged(void)
+{
+	struct netpair p;
+	pid_t pid;
+	int status = 0;
+
+	CHECK(netpair_open(&p, AF_INET) == 0);
+	CHECK(set_ulp(p.server) == 0 && set_aes128(p.server, TLS_TX, 1) == 0);
+	pid = fork();
+	if (pid == 0) {
+		struct kg_sock_view v;
+
+		if (setgid(65534) < 0 || setuid(65534) < 0 || query(&p, &v) < 0)
+			_exit(2);
+		print_view("unprivileged", &v);
+		_exit(v.found && v.tls_version == 0 && v.tls_cipher == 0 && v.tls_txconf == 0 ? 0 : 1);
+	}
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	netpair_close(&p);
+}
+
 /* This guest's kernel (Debian 6.1um) has no INET_DIAG_DESTROY: then the
  * answer must be EOPNOTSUPP; with it, the peer must see the reset. */
 static void test_destroy(void)
@@ -198,6 +223,7 @@ int main(int argc, char **argv)
 	test_aes13();
 	test_chacha12_tx_only();
 	test_ulp_only();
+	test_unprivileged();
 	test_destroy();
 	return T_DONE();
 }
