@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "ctl_server.h"
 #include "metrics.h"
 #include "sockview.h"

@@ -122,7 +122,7 @@ static void drop_client(struct ctl_client *c)
 /* Blocking write with a timeout: a client that never reads loses its reply. */
 static void send_reply(struct ctl_client *c, json_t *reply)
 {
-	char *text = json_dumps(reply, JSON_COMPACT);
+	char *text = json_dumps(reply, JSON_COMPACT | JSON_REAL_PRECISION(6));
 	size_t len = text ? strlen(text) : 0, off = 0;
 
 	if (!text)

@@ -2,6 +2,7 @@
  * pinned worker per CPU, wait for signals, drain on SIGTERM/SIGINT. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <openssl/ssl.h>
 #include <sched.h>
 #include <signal.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef KG_HAVE_SYSTEMD
@@ -17,6 +19,8 @@
 
 #include "config.h"
 #include "conn.h"
+#include "ctl_server.h"
+#include "daemon.h"
 #include "generation.h"
 #include "ktls_probe.h"
 #include "log.h"
@@ -110,23 +114,24 @@ static unsigned ktls_cipher_bits(const struct kg_ktls_caps *caps)
 	return mask;
 }
 
-/* Probe once; say in one line what the data path will be, and why. */
-static void setup_ktls(struct kg_runtime *rt)
+/* Probe once; say in one line what the data path will be, and why. The
+ * description is kept for show info. */
+static void setup_ktls(struct kg_runtime *rt, char *desc, size_t desclen)
 {
 	struct kg_ktls_caps caps;
-	char desc[256], err[320];
+	char err[600];
 
 	const struct kg_config *cfg = &rt->gen->cfg;
 	const struct kg_listener_spec *needs = ktls_required_by(cfg);
 	char where[512];
 
 	if (cfg->ktls == KG_KTLS_OFF) {
-		kg_log_msg(KG_LOG_INFO, "ktls", "kTLS: off (%s) - using userspace relay",
-			   cfg->file ? "ktls: off" : "--ktls off");
+		snprintf(desc, desclen, "off (%s)", cfg->file ? "ktls: off" : "--ktls off");
+		kg_log_msg(KG_LOG_INFO, "ktls", "kTLS: %s - using userspace relay", desc);
 		return;
 	}
 	kg_ktls_probe(&caps);
-	kg_ktls_caps_describe(&caps, desc, sizeof(desc));
+	kg_ktls_caps_describe(&caps, desc, desclen);
 	if (!caps.available && (cfg->ktls == KG_KTLS_REQUIRED || needs)) {
 		if (needs && cfg->ktls != KG_KTLS_REQUIRED) {
 			kg_where_format(&needs->at, where, sizeof(where));
@@ -160,8 +165,10 @@ static int run_check(struct kg_runtime *rt)
 	io_uring_queue_exit(&w->ring);
 	kg_gen_unref(w->gen);
 	free(w);
-	if (rt->gen->cfg.ktls == KG_KTLS_REQUIRED || ktls_required_by(&rt->gen->cfg))
-		setup_ktls(rt); /* dies when the kernel cannot */
+	if (rt->gen->cfg.ktls == KG_KTLS_REQUIRED || ktls_required_by(&rt->gen->cfg)) {
+		char desc[256];
+		setup_ktls(rt, desc, sizeof(desc)); /* dies when the kernel cannot */
+	}
 	printf("ktlsgate: check ok\n");
 	return 0;
 }
@@ -289,25 +296,57 @@ static void reopen_log_file(const char *path)
 	kg_log_msg(KG_LOG_INFO, "log_reopen", "log file reopened");
 }
 
-static void wait_for_stop(const sigset_t *set, const struct kg_config *cfg)
+/* log_file: the path the daemon opened at start (a reload does not move it). */
+static void wait_for_stop(const sigset_t *set, struct kg_daemon *d, const char *log_file)
 {
+	char err[1024];
 	int sig;
 
 	for (;;) {
 		if (sigwait(set, &sig) != 0)
 			continue;
 		if (sig == SIGUSR1) {
-			if (cfg->log_file)
-				reopen_log_file(cfg->log_file);
+			if (log_file)
+				reopen_log_file(log_file);
 			continue;
 		}
 		if (sig == SIGHUP) {
-			kg_log_msg(KG_LOG_INFO, "sighup", "nothing to reload: settings come from the command line");
+			kg_log_msg(KG_LOG_INFO, "reload", "SIGHUP: reloading %s",
+				   d->opt->config_file ? d->opt->config_file : "the command line's files");
+			kg_daemon_rebuild(d, true, err, sizeof(err)); /* logs the outcome */
 			continue;
 		}
 		kg_log_msg(KG_LOG_INFO, "stopping", "signal %s: draining connections", strsignal(sig));
 		return;
 	}
+}
+
+/* The socket's group: the one we drop to, else group "ktlsgate" if it exists. */
+static int control_group(const struct kg_privdrop *pd)
+{
+	struct group *g;
+
+	if (pd->switch_ids)
+		return (int)pd->gid;
+	g = getgrnam("ktlsgate");
+	return g ? (int)g->gr_gid : -1;
+}
+
+/* Bound before privileges go: /run/ktlsgate may be root's. */
+static struct kg_ctl *open_control_socket(struct kg_daemon *d, const struct kg_options *opt,
+					  const struct kg_privdrop *pd)
+{
+	const char *path = opt->control_socket ? opt->control_socket : d->rt->gen->cfg.control_socket;
+	bool fatal;
+	char err[600];
+	struct kg_ctl *ctl = kg_ctl_open(d, path ? path : KG_CTL_DEFAULT_PATH, path != NULL,
+					 control_group(pd), &fatal, err, sizeof(err));
+
+	if (!ctl && fatal)
+		die(err);
+	if (!ctl)
+		kg_log_msg(KG_LOG_WARN, "control_socket", "%s - running without a control socket", err);
+	return ctl;
 }
 
 /* Everything the daemon will serve, built and checked before anything binds.
@@ -368,14 +407,23 @@ int main(int argc, char **argv)
 
 	block_signals(&sigs);
 	struct kg_worker *workers = init_workers(&rt, &nworkers);
-	setup_ktls(&rt);
+	struct kg_daemon d = { .opt = &opt, .rt = &rt, .workers = workers, .nworkers = nworkers,
+			       .started = time(NULL), .gen_number = rt.gen->number,
+			       .gen_built = time(NULL) };
+	pthread_mutex_init(&d.lock, NULL);
+	setup_ktls(&rt, d.ktls_desc, sizeof(d.ktls_desc));
+	d.ktls_available = rt.ktls;
+	struct kg_ctl *ctl = open_control_socket(&d, &opt, &pd);
 	if (kg_privdrop_apply(&pd, err, sizeof(err)) < 0)
 		die(err);
+	char *log_file = rt.gen->cfg.log_file ? strdup(rt.gen->cfg.log_file) : NULL;
 	start_workers(workers, nworkers);
+	if (ctl && kg_ctl_start(ctl) != 0)
+		die("cannot start the control thread");
 	log_start(&rt, nworkers);
 	kg_log_msg(KG_LOG_INFO, "ready", "accepting connections");
 	notify("READY=1\nSTATUS=accepting connections");
-	wait_for_stop(&sigs, &rt.gen->cfg);
+	wait_for_stop(&sigs, &d, log_file);
 	notify("STOPPING=1\nSTATUS=draining connections");
 	for (unsigned i = 0; i < nworkers; i++)
 		kg_worker_request_stop(&workers[i]);
@@ -384,9 +432,12 @@ int main(int argc, char **argv)
 		kg_worker_join(&workers[i]);
 		status |= workers[i].exit_status;
 	}
+	kg_ctl_stop(ctl);
 	log_totals(workers, nworkers);
 	kg_log_msg(KG_LOG_INFO, "stopped", "all connections closed");
 	free(workers);
+	free(log_file);
+	kg_daemon_free_runtime(&d);
 	kg_gen_unref(rt.gen);
 	return status;
 }

@@ -57,7 +57,8 @@ struct kg_options {
 	enum kg_log_format log_format;
 	enum kg_ktls_mode ktls;
 	bool log_format_set, ktls_set; /* given: they win over the --config file */
-	const char *user, *group;    /* drop to these after binding; NULL: stay */
+	const char *user, *group;
+	const char *control_socket;  /* wins over global.control_socket */    /* drop to these after binding; NULL: stay */
 	bool check;
 };
 

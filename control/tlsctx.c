@@ -258,6 +258,27 @@ static const char *key_type_name(const EVP_PKEY *key)
 	return NULL;
 }
 
+/* The chain must climb: each certificate signs the one before it. A chain
+ * in the wrong order, or with a stranger in it, fails clients in ways that
+ * are hard to read on their side. */
+static int check_chain_order(const struct kg_file *where, const struct kg_server_id *id,
+			     char *err, size_t errlen)
+{
+	X509 *below = id->leaf;
+
+	for (int i = 0; i < sk_X509_num(id->chain); i++) {
+		X509 *x = sk_X509_value(id->chain, i);
+		if (X509_check_issued(x, below) != X509_V_OK) {
+			file_error(where, err, errlen,
+				   "chain certificate %d did not issue certificate %d (wrong order, or not part of this chain)",
+				   i + 2, i + 1);
+			return -1;
+		}
+		below = x;
+	}
+	return 0;
+}
+
 int kg_tls_load_identity(const struct kg_identity_spec *s, struct kg_server_id *out, char *err,
 			 size_t errlen)
 {
@@ -283,6 +304,8 @@ int kg_tls_load_identity(const struct kg_identity_spec *s, struct kg_server_id *
 			   "key does not match certificate %s", where->path);
 		goto fail;
 	}
+	if (check_chain_order(where, out, err, errlen) < 0)
+		goto fail;
 	out->type = key_type_name(out->key);
 	if (!out->type) {
 		file_error(s->pkcs12.path ? &s->pkcs12 : &s->key, err, errlen,
@@ -493,6 +516,19 @@ static int check_crl_coverage(const struct kg_client_trust *t, const struct kg_a
 		return -1;
 	}
 	return 0;
+}
+
+bool kg_tls_trust_revokes(const struct kg_client_trust *t, X509 *x)
+{
+	X509_REVOKED *rev;
+
+	for (int i = 0; i < sk_X509_CRL_num(t->crls); i++) {
+		X509_CRL *crl = sk_X509_CRL_value(t->crls, i);
+		if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(x)) == 0 &&
+		    X509_CRL_get0_by_cert(crl, &rev, x) == 1)
+			return true;
+	}
+	return false;
 }
 
 void kg_tls_trust_free(struct kg_client_trust *t)

@@ -5,6 +5,7 @@
 #ifndef KG_TLSCTX_H
 #define KG_TLSCTX_H
 #include <openssl/ssl.h>
+#include <stdbool.h>
 
 #include "config.h"
 
@@ -32,6 +33,8 @@ struct kg_client_trust {
 int kg_tls_trust_new(const struct kg_auth_spec *a, struct kg_client_trust *t, char *err,
 		     size_t errlen);
 void kg_tls_trust_free(struct kg_client_trust *t);
+/* Whether one of the trust's CRLs revokes x (a binary search per CRL). */
+bool kg_tls_trust_revokes(const struct kg_client_trust *t, X509 *x);
 
 /* A server context: the listener's protocol settings, these identities (at
  * most one per key type), this auth block's client verification. */

@@ -184,7 +184,8 @@ static const struct kg_route *ticket_route(const struct kg_conn *c, SSL_SESSION 
 }
 
 /* A ticket resumes only where a full handshake would pass today: same site,
- * and the certificate it carries still passes the site's rules. */
+ * the certificate it carries still passes the site's rules and no CRL of
+ * the current generation revokes it. */
 static SSL_TICKET_RETURN ticket_cb(SSL *ssl, SSL_SESSION *sess, const unsigned char *name,
 				   size_t namelen, SSL_TICKET_STATUS status, void *arg)
 {
@@ -197,7 +198,8 @@ static SSL_TICKET_RETURN ticket_cb(SSL *ssl, SSL_SESSION *sess, const unsigned c
 	if (!c || ticket_route(c, sess) != c->route)
 		return SSL_TICKET_RETURN_IGNORE_RENEW;
 	peer = SSL_SESSION_get0_peer(sess);
-	if (peer ? !kg_policy_check(c->route->site->policy, peer, &rule)
+	if (peer ? !kg_policy_check(c->route->site->policy, peer, &rule) ||
+			   kg_tls_trust_revokes(&c->route->site->trust, peer)
 		 : c->route->site->auth->client_auth == KG_AUTH_REQUIRED)
 		return SSL_TICKET_RETURN_IGNORE_RENEW;
 	return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
