@@ -200,6 +200,13 @@ static json_t *cert_json(const char *kind, const char *listener, const char *sit
 	return j;
 }
 
+static int revoked_count(X509_CRL *crl)
+{
+	int n = sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl));
+
+	return n > 0 ? n : 0; /* an empty CRL has no list at all: -1 */
+}
+
 static json_t *crl_json(const char *listener, const char *site, const char *file, X509_CRL *crl)
 {
 	char lu[32], nu[32];
@@ -212,7 +219,7 @@ static json_t *crl_json(const char *listener, const char *site, const char *file
 	iso_time(next, nu, sizeof(nu));
 	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:b}", "listener", listener, "site", site,
 		      "file", file ? file : "-", "issuer", issuer ? issuer : "", "last_update", lu,
-		      "next_update", nu, "revoked", sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)),
+		      "next_update", nu, "revoked", revoked_count(crl),
 		      "stale", stale, "warn", stale || (next && days_left(next) < 1));
 	free(issuer);
 	return j;

@@ -213,8 +213,10 @@ static size_t count_revoked(const struct kg_gen *g)
 	for (size_t l = 0; l < g->nlisteners; l++)
 		for (size_t s = 0; s < g->listeners[l].nsites; s++) {
 			STACK_OF(X509_CRL) *crls = g->listeners[l].sites[s].trust.crls;
-			for (int i = 0; i < sk_X509_CRL_num(crls); i++)
-				n += (size_t)sk_X509_REVOKED_num(X509_CRL_get_REVOKED(sk_X509_CRL_value(crls, i)));
+			for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
+				int k = sk_X509_REVOKED_num(X509_CRL_get_REVOKED(sk_X509_CRL_value(crls, i)));
+				n += k > 0 ? (size_t)k : 0; /* an empty CRL has no list: -1 */
+			}
 		}
 	return n;
 }
@@ -239,7 +241,7 @@ static struct kg_revoked *collect_revoked(const struct kg_gen *g, size_t *n)
 					out[*n].issuer = j ? out[*n - 1].issuer : issuer;
 					out[(*n)++].serial = strdup(serial);
 				}
-				if (issuer && !sk_X509_REVOKED_num(rev))
+				if (issuer && sk_X509_REVOKED_num(rev) <= 0)
 					free(issuer);
 			}
 		}

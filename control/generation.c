@@ -141,15 +141,16 @@ static int build_sites(struct kg_listener_rt *l, char *err, size_t errlen)
 	l->sites = calloc(s->nsites + 1, sizeof(*l->sites));
 	if (!l->sites)
 		return snprintf(err, errlen, "out of memory"), -1;
+	/* Counted before it is built: a half-built site is freed with the rest. */
+	l->nsites = 1;
 	if (build_site(&l->sites[0], &s->auth, "default", err, errlen) < 0)
 		return -1;
-	l->nsites = 1;
 	for (size_t i = 0; i < s->nsites; i++) {
 		const struct kg_site_spec *site = &s->sites[i];
+		l->nsites = i + 2;
 		if (build_site(&l->sites[i + 1], &site->auth,
 			       site->nnames ? site->names[0] : "site", err, errlen) < 0)
 			return -1;
-		l->nsites = i + 2;
 	}
 	return 0;
 }

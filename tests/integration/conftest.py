@@ -1,12 +1,14 @@
 """Fixtures for the ktlsgate integration suite: a generated PKI, real backends
 and the real daemon binary (KTLSGATE_BIN, default build/ktlsgate)."""
 import hashlib
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -133,14 +135,37 @@ def http_backend():
     b.close()
 
 
+def control(path, request, timeout=10):
+    """One request on the control socket; the reply as a dict."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
 class Daemon:
     def __init__(self, args, log_path, preexec_fn=None):
+        # Every test daemon gets its own control socket (short path: sun_path
+        # holds 108 bytes, test directories can be longer).
+        self.ctl_path = os.path.join(tempfile.mkdtemp(prefix="kgctl"), "control.sock")
+        if "--control-socket" not in args:
+            args = args + ["--control-socket", self.ctl_path]
         self.args = args
         self.log_path = log_path
         self.log = open(log_path, "w")
         # preexec_fn: e.g. setrlimit before exec (fd exhaustion tests).
         self.proc = subprocess.Popen([BIN] + args, stdout=subprocess.PIPE, stderr=self.log,
                                      preexec_fn=preexec_fn)
+
+    def ctl(self, cmd, **args):
+        return control(self.ctl_path, {"cmd": cmd, **args})
 
     def wait_ready(self, timeout=10):
         self.wait_log(r'( ready |"event":"ready")', timeout)
