@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KV_WIDTH 14
+#define KV_WIDTH 17 /* "runtime changes: " */
 
 struct tbl {
 	size_t ncols, ncells, cap;

@@ -166,6 +166,11 @@ def ctl(*args, sock=None, stdin=None, timeout=20, env=None):
     return r
 
 
+def kv(key, value):
+    """A "key: value" line as show info/generation print it (values aligned)."""
+    return f"{key + ':':<17}{value}"
+
+
 def run(daemon, *args, **kw):
     return ctl(*args, sock=daemon.path, **kw)
 
@@ -315,12 +320,12 @@ def test_show_info_human(daemon):
     r = run(daemon, "show", "info")
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert "version:      0.1.0" in out
-    assert "pid:          4242" in out
-    assert "uptime:       1h02m" in out
-    assert "config:       /etc/ktlsgate/ktlsgate.yaml" in out
-    assert "kernel TLS:   unavailable (TCP_ULP tls: No such file or directory)" in out
-    assert "workers:      2 (CPU 0, 1)" in out
+    assert kv("version", "0.1.0") in out
+    assert kv("pid", "4242") in out
+    assert kv("uptime", "1h02m") in out
+    assert kv("config", "/etc/ktlsgate/ktlsgate.yaml") in out
+    assert kv("kernel TLS", "unavailable (TCP_ULP tls: No such file or directory)") in out
+    assert kv("workers", "2 (CPU 0, 1)") in out
     lines = out.splitlines()
     header = next(l for l in lines if l.startswith("LISTENER"))
     assert header.split() == ["LISTENER", "LISTEN", "KTLS", "SITES"]
@@ -334,7 +339,7 @@ def test_show_info_human(daemon):
 def test_show_info_command_line_config(daemon):
     daemon.replies["show info"] = dict(INFO, config=None)
     r = run(daemon, "show", "info")
-    assert "config:       (command line)" in r.stdout
+    assert kv("config", "(command line)") in r.stdout
 
 
 def test_show_stats_human(daemon):
@@ -405,10 +410,8 @@ def test_show_conns_escapes_terminal_controls(daemon):
 def test_show_generation_human(daemon):
     r = run(daemon, "show", "generation")
     assert r.returncode == 0, r.stderr
-    assert r.stdout == ("generation:   3\n"
-                        "built at:     2026-11-30T03:00:00Z\n"
-                        "source:       /etc/ktlsgate/ktlsgate.yaml\n"
-                        "runtime changes: 1\n")
+    assert r.stdout == (kv("generation", "3") + "\n" + kv("built at", "2026-11-30T03:00:00Z") + "\n"
+                        + kv("source", "/etc/ktlsgate/ktlsgate.yaml") + "\n" + kv("runtime changes", "1") + "\n")
 
 
 @pytest.mark.parametrize("args,out", [
