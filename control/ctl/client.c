@@ -51,11 +51,9 @@ static int wait_fd(int fd, short events, int64_t deadline)
 		int left = left_ms(deadline);
 		if (left == 0)
 			return 0;
-		int n = poll(&p, 1, left);
-		if (n > 0)
-			return 1;
-		if (n < 0 && errno != EINTR)
-			return 1; /* let the following call report the error */
+		if (poll(&p, 1, left) > 0)
+			return 1; /* ready, or an error the next call reports */
+		/* timed out or interrupted: the deadline decides */
 	}
 }
 
@@ -279,7 +277,8 @@ int ctl_request(const struct ctl_ctx *ctx, json_t *req, ctl_print_fn print)
 
 char *ctl_read_file(const char *path, size_t max, size_t *len)
 {
-	int fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
+	int is_stdin = strcmp(path, "-") == 0;
+	int fd = is_stdin ? 0 : open(path, O_RDONLY | O_CLOEXEC);
 	size_t cap = 16 * 1024, used = 0;
 	char *buf = NULL;
 
@@ -310,15 +309,15 @@ char *ctl_read_file(const char *path, size_t max, size_t *len)
 		ctl_err("%s: larger than %zu bytes", path, max);
 		goto out_free;
 	}
-	if (fd > 0)
+	if (!is_stdin)
 		close(fd);
 	buf[used] = '\0';
 	*len = used;
 	return buf;
 fail:
-	ctl_err("cannot read %s: %s", strcmp(path, "-") == 0 ? "standard input" : path, strerror(errno));
+	ctl_err("cannot read %s: %s", is_stdin ? "standard input" : path, strerror(errno));
 out_free:
-	if (fd > 0)
+	if (fd >= 0 && !is_stdin)
 		close(fd);
 	free(buf);
 	return NULL;

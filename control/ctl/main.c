@@ -224,6 +224,10 @@ int main(int argc, char **argv)
 			return CTL_EXIT_USAGE;
 		}
 	}
+	if (!ctx.socket_path[0]) {
+		ctl_err("--socket needs a PATH");
+		return CTL_EXIT_USAGE;
+	}
 	argc -= optind;
 	argv += optind;
 	if (argc == 0) {

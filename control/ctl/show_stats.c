@@ -33,24 +33,25 @@ static int print_stats(json_t *r)
 {
 	json_t *total = json_object_get(r, "total"), *workers = json_object_get(r, "workers");
 	size_t ncols = 2 + json_array_size(workers);
-	char **titles = calloc(ncols, sizeof(*titles));
+	char (*names)[24] = calloc(ncols, sizeof(*names));
+	const char **titles = calloc(ncols, sizeof(*titles));
 	const char *key, *sub;
 	json_t *v, *sv;
 
-	if (!titles) {
+	if (!names || !titles) {
+		free(names);
+		free(titles);
 		ctl_err("out of memory");
 		return CTL_EXIT_REFUSED;
 	}
-	titles[0] = strdup("COUNTER");
-	titles[1] = strdup(">TOTAL");
-	for (size_t i = 2; i < ncols; i++)
-		if (asprintf(&titles[i], ">WORKER %zu", i - 2) < 0)
-			titles[i] = NULL;
-	for (size_t i = 0; i < ncols; i++)
-		if (!titles[i])
-			titles[i] = strdup(">?");
+	titles[0] = "COUNTER";
+	titles[1] = ">TOTAL";
+	for (size_t i = 2; i < ncols; i++) {
+		snprintf(names[i], sizeof(names[i]), ">WORKER %zu", i - 2);
+		titles[i] = names[i];
+	}
 
-	struct tbl *t = tbl_new(ncols, (const char *const *)titles);
+	struct tbl *t = tbl_new(ncols, titles);
 	json_object_foreach(total, key, v) {
 		if (!json_is_object(v)) {
 			add_row(t, total, workers, key, NULL);
@@ -60,8 +61,7 @@ static int print_stats(json_t *r)
 			add_row(t, total, workers, key, sub);
 	}
 	tbl_print(t);
-	for (size_t i = 0; i < ncols; i++)
-		free(titles[i]);
+	free(names);
 	free(titles);
 	return CTL_EXIT_OK;
 }

@@ -635,6 +635,7 @@ USAGE = [
     ["--bogus", "reload"],
     ["-x", "reload"],
     ["-s"],
+    ["-s", "", "show", "info"],
     ["help", "nosuch"],
 ]
 
