@@ -1,6 +1,7 @@
 /* ktlsgatectl show stats: one row per counter, the total and each worker.
  * Rows follow the daemon's keys, so a counter added there shows up here;
- * nested objects (refused reasons, latency percentiles) become "a.b" rows. */
+ * nested objects (refused reasons, latency percentiles) become "a.b" rows,
+ * left out where the total is 0. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,8 +58,10 @@ static int print_stats(json_t *r)
 			add_row(t, total, workers, key, NULL);
 			continue;
 		}
+		/* A breakdown (23 refusal reasons) is mostly zeros: show what happened. */
 		json_object_foreach(v, sub, sv)
-			add_row(t, total, workers, key, sub);
+			if (!json_is_integer(sv) || json_integer_value(sv) != 0)
+				add_row(t, total, workers, key, sub);
 	}
 	tbl_print(t);
 	free(names);

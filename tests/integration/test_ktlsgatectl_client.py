@@ -357,6 +357,16 @@ def test_show_stats_human(daemon):
     assert len(set(len(l) for l in lines)) == 1
 
 
+def test_show_stats_hides_zero_breakdowns(daemon):
+    total = dict(_stats(1), refused={"unknown_ca": 0, "certificate_revoked": 2, "crl_stale": 0})
+    daemon.replies["show stats"] = {"ok": True, "total": total, "workers": [total]}
+    r = run(daemon, "show", "stats")
+    assert r.returncode == 0, r.stderr
+    assert "refused.certificate_revoked" in r.stdout
+    assert "refused.unknown_ca" not in r.stdout and "crl_stale" not in r.stdout
+    assert "idle_timeouts" in r.stdout  # a plain counter stays, even at 0
+
+
 def test_show_certs_human(daemon):
     r = run(daemon, "show", "certs")
     assert r.returncode == 0, r.stderr
