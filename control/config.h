@@ -134,6 +134,8 @@ struct kg_config {
 	enum kg_log_format log_format;
 	char *log_file;     /* NULL: stderr */
 	char *control_socket;
+	struct kg_addr_spec metrics_listen; /* Prometheus over HTTP; only when metrics_http */
+	bool metrics_http;
 	enum kg_ktls_mode ktls;
 	unsigned max_conns; /* per worker */
 	unsigned max_conns_per_source; /* live connections per client IP, whole process; 0: no cap */

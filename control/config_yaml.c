@@ -798,6 +798,23 @@ static int g_control_socket(struct yctx *y, const struct ynode *v, const char *k
 	return set_str(y, v, key, &((struct kg_config *)obj)->control_socket);
 }
 
+static int g_metrics_listen(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	struct kg_config *c = obj;
+	char *text = NULL, why[160];
+	int rc = set_str(y, v, key, &text);
+
+	if (rc < 0)
+		return rc;
+	rc = kg_addr_parse(text, false, &c->metrics_listen.addr, why, sizeof(why));
+	free(text);
+	if (rc < 0)
+		return fail(y, v, key, "%s", why);
+	c->metrics_listen.at = where(y, v, key);
+	c->metrics_http = true;
+	return 0;
+}
+
 static int set_ktls(struct yctx *y, const struct ynode *v, const char *key,
 		    enum kg_ktls_mode *dst)
 {
@@ -862,6 +879,7 @@ static int g_kill_revoked(struct yctx *y, const struct ynode *v, const char *key
 static const struct ykey global_keys[] = {
 	{ "workers", g_workers }, { "cpus", g_cpus }, { "user", g_user }, { "group", g_group },
 	{ "log", g_log }, { "control_socket", g_control_socket }, { "ktls", g_ktls },
+	{ "metrics_listen", g_metrics_listen },
 	{ "max_connections", g_max_conns }, { "timeouts", g_timeouts },
 	{ "max_connections_per_source", g_max_per_source },
 	{ "kill_revoked_on_crl_update", g_kill_revoked },

@@ -21,6 +21,7 @@
 #include "conn.h"
 #include "ctl_server.h"
 #include "daemon.h"
+#include "metrics_http.h"
 #include "generation.h"
 #include "ktls_probe.h"
 #include "log.h"
@@ -349,6 +350,22 @@ static struct kg_ctl *open_control_socket(struct kg_daemon *d, const struct kg_o
 	return ctl;
 }
 
+/* --metrics-listen wins over global.metrics_listen; bound as root, like the rest. */
+static struct kg_metrics_http *start_metrics_http(struct kg_daemon *d, const struct kg_options *opt)
+{
+	struct kg_addr_spec flag = { .addr = opt->metrics_listen, .at = { .key = "--metrics-listen" } };
+	const struct kg_config *cfg = &d->rt->gen->cfg;
+	struct kg_metrics_http *h;
+	char err[600];
+
+	if (!opt->metrics_http && !cfg->metrics_http)
+		return NULL;
+	h = kg_metrics_http_start(d, opt->metrics_http ? &flag : &cfg->metrics_listen, err, sizeof(err));
+	if (!h)
+		die(err);
+	return h;
+}
+
 /* Everything the daemon will serve, built and checked before anything binds.
  * The user to run as is resolved first: a typo there fails before any file
  * is read. The command line wins over global.user/group, like --workers. */
@@ -414,6 +431,7 @@ int main(int argc, char **argv)
 	setup_ktls(&rt, d.ktls_desc, sizeof(d.ktls_desc));
 	d.ktls_available = rt.ktls;
 	struct kg_ctl *ctl = open_control_socket(&d, &opt, &pd);
+	struct kg_metrics_http *mh = start_metrics_http(&d, &opt);
 	if (kg_privdrop_apply(&pd, err, sizeof(err)) < 0)
 		die(err);
 	char *log_file = rt.gen->cfg.log_file ? strdup(rt.gen->cfg.log_file) : NULL;
@@ -432,6 +450,7 @@ int main(int argc, char **argv)
 		kg_worker_join(&workers[i]);
 		status |= workers[i].exit_status;
 	}
+	kg_metrics_http_stop(mh);
 	kg_ctl_stop(ctl);
 	log_totals(workers, nworkers);
 	kg_log_msg(KG_LOG_INFO, "stopped", "all connections closed");

@@ -14,7 +14,7 @@ enum {
 	OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LOG_FORMAT, OPT_CHECK, OPT_CONFIG,
 	OPT_HELP, OPT_VERSION, OPT_KTLS,
 	OPT_ALLOW_CN, OPT_ALLOW_DNS, OPT_ALLOW_URI, OPT_ALLOW_SUBJECT, OPT_DENY_SERIAL,
-	OPT_MAX_CONNS_PER_SOURCE, OPT_USER, OPT_GROUP, OPT_CONTROL_SOCKET,
+	OPT_MAX_CONNS_PER_SOURCE, OPT_USER, OPT_GROUP, OPT_CONTROL_SOCKET, OPT_METRICS_LISTEN,
 };
 
 static const struct option long_options[] = {
@@ -46,6 +46,7 @@ static const struct option long_options[] = {
 	{ "user", required_argument, NULL, OPT_USER },
 	{ "group", required_argument, NULL, OPT_GROUP },
 	{ "control-socket", required_argument, NULL, OPT_CONTROL_SOCKET },
+	{ "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -81,6 +82,7 @@ void kg_options_usage(FILE *out)
 	      "  --deny-serial HEX        refuse this certificate serial (repeatable), checked first\n"
 	      "  --user NAME              started as root: run as NAME once listeners are bound\n"
 	      "  --group NAME             with --user: run with this group (default: NAME's)\n"
+	      "  --metrics-listen ADDR    serve Prometheus /metrics over HTTP there (default: off)\n"
 	      "  --control-socket PATH    where ktlsgatectl talks to us (default\n"
 	      "                           /run/ktlsgate/control.sock)\n"
 	      "  --check                  validate everything and exit 0 (ok) or 2\n"
@@ -224,6 +226,13 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 	case OPT_GROUP:
 		o->group = arg;
 		return KG_PARSE_OK;
+	case OPT_METRICS_LISTEN: {
+		char why[160];
+		if (kg_addr_parse(arg, false, &o->metrics_listen, why, sizeof(why)) < 0)
+			FAIL("--metrics-listen %s: %s", arg, why);
+		o->metrics_http = true;
+		return KG_PARSE_OK;
+	}
 	case OPT_CONTROL_SOCKET:
 		if (arg[0] != '/')
 			FAIL("--control-socket %s: give an absolute path", arg);
@@ -258,7 +267,7 @@ static bool combines_with_config(int opt)
 {
 	return opt == OPT_CHECK || opt == OPT_CONFIG || opt == OPT_WORKERS ||
 	       opt == OPT_LOG_FORMAT || opt == OPT_KTLS || opt == OPT_USER || opt == OPT_GROUP ||
-	       opt == OPT_CONTROL_SOCKET;
+	       opt == OPT_CONTROL_SOCKET || opt == OPT_METRICS_LISTEN;
 }
 
 static enum kg_parse_result check_required(const struct kg_options *o, char *err, size_t errlen)

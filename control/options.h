@@ -58,7 +58,9 @@ struct kg_options {
 	enum kg_ktls_mode ktls;
 	bool log_format_set, ktls_set; /* given: they win over the --config file */
 	const char *user, *group;
-	const char *control_socket;  /* wins over global.control_socket */    /* drop to these after binding; NULL: stay */
+	const char *control_socket;  /* wins over global.control_socket */
+	struct kg_addr metrics_listen; /* --metrics-listen: wins over global.metrics_listen */
+	bool metrics_http;    /* drop to these after binding; NULL: stay */
 	bool check;
 };
 

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 build_pkgs=(build-essential meson ninja-build pkg-config libssl-dev liburing-dev
-	libjansson-dev libkmod-dev libsystemd-dev libfyaml-dev libnl-3-dev openssl python3 python3-cryptography curl ca-certificates)
+	libjansson-dev libkmod-dev libsystemd-dev libfyaml-dev libnl-3-dev libmicrohttpd-dev openssl python3 python3-cryptography curl ca-certificates)
 test_pkgs=(python3-pytest user-mode-linux busybox-static iproute2)
 # dpkg-buildpackage with debhelper, man pages (scdoc), lintian, and what
 # tests/package/test-package.sh runs: setpriv (util-linux), systemd-analyze, strace.

@@ -415,3 +415,34 @@ def test_drain_on_the_socket(pki, echo_backend, start_daemon):
     assert s.recv(1) == b"y", "live connections finish"
     s.close()
     assert d.proc.wait(20) == 0
+
+
+def test_metrics_over_http(pki, echo_backend, start_daemon):
+    import urllib.error
+    import urllib.request
+    from conftest import free_port
+    mport = free_port()
+    d, port = start_daemon(echo_backend.addr, "--metrics-listen", f"127.0.0.1:{mport}")
+    assert tlsclient.echo_transfer(tlsclient.context(pki), port, 10)[0]
+    d.wait_access(1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        families, _ = parse_prometheus(r.read().decode())
+    assert dict(families["ktlsgate_handshakes_ok_total"])[""] == 1
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"http://127.0.0.1:{mport}/", timeout=10)
+    assert e.value.code == 404
+
+
+def test_metrics_listen_in_use_is_a_startup_error(pki, echo_backend):
+    from conftest import BIN
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    r = subprocess.run([BIN, "--listen", "127.0.0.1:0", "--cert", f"{pki}/server-ecdsa-chain.crt",
+                        "--key", f"{pki}/server-ecdsa.key", "--client-ca", f"{pki}/client-ca.pem",
+                        "--backend", echo_backend.addr, "--control-socket", "/tmp/kg-unused.sock",
+                        "--metrics-listen", f"127.0.0.1:{busy.getsockname()[1]}"],
+                       capture_output=True, text=True, timeout=20)
+    busy.close()
+    assert r.returncode == 2 and "--metrics-listen 127.0.0.1:" in r.stderr and "cannot listen" in r.stderr, r.stderr
