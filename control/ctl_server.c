@@ -20,12 +20,14 @@
 
 #define KG_CTL_MAX_CLIENTS 32
 #define KG_CTL_IDLE_MS 60000 /* a client that says nothing for this long is dropped */
+#define KG_CTL_DENIED_MS 2000 /* a refused peer gets this long to send its line */
 
 struct ctl_client {
 	int fd;
 	char *buf;
 	size_t len, cap;
 	uint64_t last_ms;
+	char *denied; /* why this peer may not talk: answered to its first line */
 };
 
 struct kg_ctl {
@@ -115,6 +117,7 @@ static void drop_client(struct ctl_client *c)
 {
 	close(c->fd);
 	free(c->buf);
+	free(c->denied);
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
 }
@@ -177,23 +180,21 @@ static void accept_client(struct kg_ctl *ctl)
 {
 	char why[160];
 	int fd = accept4(ctl->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	bool allowed;
 
 	if (fd < 0)
 		return;
-	if (!peer_allowed(ctl, fd, why, sizeof(why))) {
-		struct ctl_client tmp = { .fd = fd };
-		json_t *r = kg_ctl_error("%s", why);
-		send_reply(&tmp, r);
-		json_decref(r);
+	allowed = peer_allowed(ctl, fd, why, sizeof(why));
+	if (!allowed)
 		kg_log_msg(KG_LOG_WARN, "control_denied", "%s", why);
-		close(fd);
-		return;
-	}
 	for (int i = 0; i < KG_CTL_MAX_CLIENTS; i++) {
 		if (ctl->clients[i].fd >= 0)
 			continue;
 		ctl->clients[i].fd = fd;
 		ctl->clients[i].last_ms = kg_now_ms();
+		/* Refused after it has spoken: closing on unread bytes would reset
+		 * the connection and lose the reply that says why. */
+		ctl->clients[i].denied = allowed ? NULL : strdup(why);
 		return;
 	}
 	struct ctl_client tmp = { .fd = fd };
@@ -225,6 +226,12 @@ static bool serve_lines(struct kg_ctl *ctl, struct ctl_client *c)
 
 	while ((nl = memchr(c->buf, '\n', c->len))) {
 		*nl = '\0';
+		if (c->denied) {
+			json_t *r = kg_ctl_error("%s", c->denied);
+			send_reply(c, r);
+			json_decref(r);
+			return false;
+		}
 		answer_line(ctl, c, c->buf);
 		size_t used = (size_t)(nl + 1 - c->buf);
 		memmove(c->buf, nl + 1, c->len - used);
@@ -271,7 +278,8 @@ static void *ctl_main(void *arg)
 		for (int i = 0; i < KG_CTL_MAX_CLIENTS; i++) {
 			if (ctl->clients[i].fd < 0)
 				continue;
-			if (kg_now_ms() - ctl->clients[i].last_ms > KG_CTL_IDLE_MS) {
+			uint64_t limit = ctl->clients[i].denied ? KG_CTL_DENIED_MS : KG_CTL_IDLE_MS;
+			if (kg_now_ms() - ctl->clients[i].last_ms > limit) {
 				drop_client(&ctl->clients[i]);
 				continue;
 			}

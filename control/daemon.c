@@ -3,6 +3,7 @@
  * to every worker's mailbox, and cut connections a new CRL revokes. */
 #include "daemon.h"
 
+#include <errno.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "conn.h"
 #include "log.h"
 #include "overlay.h"
+#include "sockdiag.h"
 
 #define KG_MAX_PEM (1u << 20)
 
@@ -270,19 +272,68 @@ static void free_revoked(struct kg_revoked *r, size_t n)
 	free(r);
 }
 
+/* On the kTLS path the kernel owns the session: SOCK_DESTROY resets it there
+ * (the client sees a reset at once, whatever the kernel still had queued).
+ * Without CAP_NET_ADMIN or CONFIG_INET_DIAG_DESTROY the worker's close
+ * (SO_LINGER 0) does the same job a moment later. */
+static void destroy_in_kernel(const struct kg_conn_view *v, size_t n)
+{
+	static int last_error;
+
+	for (size_t i = 0; i < n; i++) {
+		int rc = kg_sockdiag_destroy((const struct sockaddr *)&v[i].local,
+					     (const struct sockaddr *)&v[i].peer);
+		if (rc < 0 && rc != last_error) {
+			last_error = rc;
+			kg_log_msg(KG_LOG_WARN, "sock_destroy", "SOCK_DESTROY: %s%s - the worker resets it",
+				   strerror(-rc), rc == -EPERM ? " (needs CAP_NET_ADMIN)" : "");
+		}
+	}
+}
+
+static unsigned kill_on_worker(struct kg_worker *w, const struct kg_kill_filter *f)
+{
+	struct kg_kill_filter first = *f, then = { 0 };
+	struct kg_wmsg *m = kg_wmsg_new(KG_WMSG_KILL);
+	unsigned killed = 0;
+	uint64_t *ids;
+
+	if (!m)
+		return 0;
+	first.spare_ktls = true;
+	m->kill = first;
+	bool answered = kg_worker_call(w, m, 2000);
+	if (answered)
+		killed = m->killed;
+	if (!answered || !m->nviews || !(ids = calloc(m->nviews, sizeof(*ids)))) {
+		kg_wmsg_put(m);
+		return killed;
+	}
+	destroy_in_kernel(m->views, m->nviews);
+	for (size_t i = 0; i < m->nviews; i++)
+		ids[i] = m->views[i].id;
+	then.ids = ids;
+	then.nids = m->nviews;
+	kg_wmsg_put(m);
+	m = kg_wmsg_new(KG_WMSG_KILL);
+	if (m) {
+		m->kill = then;
+		if (kg_worker_call(w, m, 2000))
+			killed += m->killed;
+		else
+			ids = NULL; /* the worker may still read them: leak rather than race */
+		kg_wmsg_put(m);
+	}
+	free(ids);
+	return killed;
+}
+
 unsigned kg_daemon_kill(struct kg_daemon *d, const struct kg_kill_filter *f)
 {
 	unsigned killed = 0;
 
-	for (unsigned i = 0; i < d->nworkers; i++) {
-		struct kg_wmsg *m = kg_wmsg_new(KG_WMSG_KILL);
-		if (!m)
-			continue;
-		m->kill = *f;
-		if (kg_worker_call(&d->workers[i], m, 2000))
-			killed += m->killed;
-		kg_wmsg_put(m);
-	}
+	for (unsigned i = 0; i < d->nworkers; i++)
+		killed += kill_on_worker(&d->workers[i], f);
 	return killed;
 }
 

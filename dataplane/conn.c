@@ -481,12 +481,33 @@ static bool kill_matches(const struct kg_conn *c, const struct kg_kill_filter *f
 		return false;
 	if (f->revoked && (!serial[0] || !revoked(c, f, serial)))
 		return false;
+	if (f->nids) {
+		bool listed = false;
+		for (size_t i = 0; i < f->nids && !listed; i++)
+			listed = f->ids[i] == c->id;
+		return listed;
+	}
 	return true;
 }
 
 /* Cut, not close: SO_LINGER 0 makes the close a reset, so nothing queued
  * (by us or, on the kTLS path, by the kernel) reaches a revoked client. */
-unsigned kg_conn_kill_matching(struct kg_worker *w, const struct kg_kill_filter *f)
+/* A kTLS match the control thread will reset through the kernel first. */
+static void spare(const struct kg_conn *c, struct kg_wmsg *m)
+{
+	if (m->nviews == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 16;
+		struct kg_conn_view *v = realloc(m->views, cap * sizeof(*v));
+		if (!v)
+			return;
+		m->views = v;
+		m->cap = cap;
+	}
+	describe(c, &m->views[m->nviews++], kg_now_ms());
+}
+
+unsigned kg_conn_kill_matching(struct kg_worker *w, const struct kg_kill_filter *f,
+			       struct kg_wmsg *m)
 {
 	struct linger cut = { .l_onoff = 1, .l_linger = 0 };
 	struct kg_conn *c, *next;
@@ -496,6 +517,10 @@ unsigned kg_conn_kill_matching(struct kg_worker *w, const struct kg_kill_filter 
 		next = c->next; /* c may be freed by the close */
 		if (c->state == KG_CS_CLOSING || !kill_matches(c, f))
 			continue;
+		if (f->spare_ktls && c->relay == &kg_relay_ktls) {
+			spare(c, m);
+			continue;
+		}
 		setsockopt(c->cfd, SOL_SOCKET, SO_LINGER, &cut, sizeof(cut));
 		if (!c->result)
 			c->result = "killed";

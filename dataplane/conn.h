@@ -128,7 +128,8 @@ void kg_conn_flush_tls(struct kg_conn *c);
 
 /* For the control thread, on the worker's thread (mailbox.h). */
 void kg_conn_describe_all(struct kg_worker *w, struct kg_wmsg *m);
-unsigned kg_conn_kill_matching(struct kg_worker *w, const struct kg_kill_filter *f);
+unsigned kg_conn_kill_matching(struct kg_worker *w, const struct kg_kill_filter *f,
+				struct kg_wmsg *m);
 uint64_t kg_now_us(void);
 
 /* Phases (handshake.c, backend.c). */

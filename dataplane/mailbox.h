@@ -38,6 +38,10 @@ struct kg_kill_filter {
 	const char *spiffe;
 	const struct kg_revoked *revoked; /* sorted by kg_revoked_cmp; NULL: not used */
 	size_t nrevoked;
+	const uint64_t *ids;      /* any of these ids (with nids > 0) */
+	size_t nids;
+	bool spare_ktls;          /* kTLS matches are described in views, not closed: the
+				   * control thread resets them through SOCK_DESTROY first */
 };
 
 struct kg_conn_view {

@@ -426,7 +426,7 @@ static void handle(struct kg_worker *w, struct kg_wmsg *m)
 		kg_conn_describe_all(w, m);
 		break;
 	case KG_WMSG_KILL:
-		m->killed = kg_conn_kill_matching(w, &m->kill);
+		m->killed = kg_conn_kill_matching(w, &m->kill, m);
 		break;
 	}
 }

@@ -166,6 +166,7 @@ def test_permission_denied_peer(pki, echo_backend, start_daemon):
             "s.sendall(b'{\"cmd\":\"show info\"}\\n'); sys.stdout.write(s.recv(4096).decode())")
     out = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
                           "/usr/bin/python3", "-c", code], capture_output=True, text=True, timeout=20)
+    assert out.stdout, out.stderr
     reply = json.loads(out.stdout)
     assert not reply["ok"] and reply["error"].startswith("permission denied: uid 65534")
     assert "control_denied" in d.text()
