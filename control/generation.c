@@ -317,8 +317,10 @@ struct kg_gen *kg_gen_build(struct kg_config *cfg, uint64_t number, kg_prepare_c
 		if (build_listener(g, (unsigned)i, prepare, err, errlen) < 0)
 			goto fail;
 	}
+	kg_tls_build_cache_clear();
 	return g;
 fail:
+	kg_tls_build_cache_clear();
 	gen_free(g);
 	return NULL;
 }

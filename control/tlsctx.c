@@ -453,37 +453,89 @@ static int check_crl(const struct kg_client_trust *t, const struct kg_file *f, i
 	return 0;
 }
 
+/* CRL files parsed during one generation build, by path: sites that share
+ * a CRL (as per-SNI sites inheriting the listener's do) parse it once. */
+struct crl_cache_entry {
+	char *path;
+	STACK_OF(X509_CRL) *crls;
+	struct crl_cache_entry *next;
+};
+
+static struct crl_cache_entry *crl_cache;
+
+void kg_tls_build_cache_clear(void)
+{
+	while (crl_cache) {
+		struct crl_cache_entry *e = crl_cache;
+		crl_cache = e->next;
+		sk_X509_CRL_pop_free(e->crls, X509_CRL_free);
+		free(e->path);
+		free(e);
+	}
+}
+
+static STACK_OF(X509_CRL) *parse_crl_file(const struct kg_file *f, char *err, size_t errlen)
+{
+	BIO *bio = open_file(f, err, errlen);
+	STACK_OF(X509_CRL) *crls;
+	X509_CRL *crl;
+
+	if (!bio)
+		return NULL;
+	crls = sk_X509_CRL_new_null();
+	while (crls && (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL)
+		sk_X509_CRL_push(crls, crl);
+	BIO_free(bio);
+	if (crls && sk_X509_CRL_num(crls) == 0) {
+		file_error(f, err, errlen, "no CRL found (%s)", ossl_reason());
+		sk_X509_CRL_free(crls);
+		return NULL;
+	}
+	ERR_clear_error();
+	return crls;
+}
+
+static STACK_OF(X509_CRL) *cached_crls(const struct kg_file *f, char *err, size_t errlen)
+{
+	struct crl_cache_entry *e;
+
+	for (e = crl_cache; e; e = e->next)
+		if (strcmp(e->path, f->path) == 0)
+			return e->crls;
+	e = calloc(1, sizeof(*e));
+	if (!e || !(e->path = strdup(f->path)) || !(e->crls = parse_crl_file(f, err, errlen))) {
+		if (e)
+			free(e->path);
+		free(e);
+		if (!err[0])
+			snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	e->next = crl_cache;
+	crl_cache = e;
+	return e->crls;
+}
+
 static int add_crl_file(struct kg_client_trust *t, const struct kg_file *f, char *err,
 			size_t errlen)
 {
-	BIO *bio = open_file(f, err, errlen);
-	X509_CRL *crl;
-	int n = 0;
+	STACK_OF(X509_CRL) *crls;
 
-	if (!bio)
+	err[0] = '\0';
+	crls = cached_crls(f, err, errlen);
+	if (!crls)
 		return -1;
-	while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
-		if (check_crl(t, f, ++n, crl, err, errlen) < 0) {
-			X509_CRL_free(crl);
-			BIO_free(bio);
+	for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
+		X509_CRL *crl = sk_X509_CRL_value(crls, i);
+		if (check_crl(t, f, i + 1, crl, err, errlen) < 0 ||
+		    !record_file(&t->crl_files, sk_X509_CRL_num(t->crls), f->path))
 			return -1;
-		}
 		/* The store indexes CRLs by issuer and sorts revoked serials once,
 		 * so a lookup is a binary search, not a scan of the list. */
 		X509_STORE_add_crl(t->store, crl);
-		if (!record_file(&t->crl_files, sk_X509_CRL_num(t->crls), f->path)) {
-			X509_CRL_free(crl);
-			BIO_free(bio);
-			return -1;
-		}
+		X509_CRL_up_ref(crl);
 		sk_X509_CRL_push(t->crls, crl);
 	}
-	BIO_free(bio);
-	if (n == 0) {
-		file_error(f, err, errlen, "no CRL found (%s)", ossl_reason());
-		return -1;
-	}
-	ERR_clear_error();
 	return 0;
 }
 

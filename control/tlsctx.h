@@ -33,6 +33,8 @@ struct kg_client_trust {
 int kg_tls_trust_new(const struct kg_auth_spec *a, struct kg_client_trust *t, char *err,
 		     size_t errlen);
 void kg_tls_trust_free(struct kg_client_trust *t);
+/* Forgets files parsed during the last build (call when a build ends). */
+void kg_tls_build_cache_clear(void);
 /* Whether one of the trust's CRLs revokes x (a binary search per CRL). */
 bool kg_tls_trust_revokes(const struct kg_client_trust *t, X509 *x);
 
