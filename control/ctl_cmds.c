@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "certtext.h"
 #include "conn.h"
 #include "ctl_server.h"
 #include "metrics.h"
@@ -144,15 +145,10 @@ static long days_left(const ASN1_TIME *t)
 
 static char *text_of(const X509_NAME *name)
 {
-	BIO *mem = BIO_new(BIO_s_mem());
-	char *out;
-	long n;
+	char buf[256];
 
-	X509_NAME_print_ex(mem, name, 0, XN_FLAG_RFC2253);
-	n = BIO_get_mem_data(mem, &out);
-	out = strndup(out, (size_t)n);
-	BIO_free(mem);
-	return out;
+	kg_name_text(name, buf, sizeof(buf));
+	return strdup(buf);
 }
 
 static json_t *sans_json(X509 *x)
@@ -180,12 +176,10 @@ static json_t *cert_json(const char *kind, const char *listener, const char *sit
 {
 	char nb[32], na[32], serial[80];
 	char *subject = text_of(X509_get_subject_name(x)), *issuer = text_of(X509_get_issuer_name(x));
-	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-	char *hex = bn ? BN_bn2hex(bn) : NULL;
 	long left = days_left(X509_get0_notAfter(x));
 	json_t *j;
 
-	kg_serial_normalise(hex ? hex : "", serial, sizeof(serial));
+	kg_serial_text(X509_get0_serialNumber(x), serial, sizeof(serial));
 	iso_time(X509_get0_notBefore(x), nb, sizeof(nb));
 	iso_time(X509_get0_notAfter(x), na, sizeof(na));
 	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:I, s:b}", "kind", kind,
@@ -193,8 +187,6 @@ static json_t *cert_json(const char *kind, const char *listener, const char *sit
 		      "subject", subject ? subject : "", "sans", sans_json(x), "issuer", issuer ? issuer : "",
 		      "serial", serial, "not_before", nb, "not_after", na, "days_left", (json_int_t)left,
 		      "warn", left < 30);
-	OPENSSL_free(hex);
-	BN_free(bn);
 	free(subject);
 	free(issuer);
 	return j;

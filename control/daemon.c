@@ -13,6 +13,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "certtext.h"
 #include "config.h"
 #include "conn.h"
 #include "log.h"
@@ -34,7 +35,7 @@ struct kg_txn {
 	struct kg_txn *next;
 };
 
-static void notify(const char *state)
+void kg_daemon_notify(const char *state)
 {
 #ifdef KG_HAVE_SYSTEMD
 	sd_notify(0, state);
@@ -185,26 +186,11 @@ static void publish(struct kg_daemon *d, struct kg_gen *g)
 	kg_gen_unref(old);
 }
 
-static void serial_hex(const ASN1_INTEGER *s, char *buf, size_t cap)
-{
-	BIGNUM *bn = ASN1_INTEGER_to_BN(s, NULL);
-	char *hex = bn ? BN_bn2hex(bn) : NULL;
-
-	kg_serial_normalise(hex ? hex : "", buf, cap);
-	OPENSSL_free(hex);
-	BN_free(bn);
-}
-
 static char *name_text(const X509_NAME *name)
 {
-	BIO *mem = BIO_new(BIO_s_mem());
 	char buf[256];
-	int n;
 
-	X509_NAME_print_ex(mem, name, 0, XN_FLAG_RFC2253);
-	n = BIO_read(mem, buf, sizeof(buf) - 1);
-	buf[n > 0 ? n : 0] = '\0';
-	BIO_free(mem);
+	kg_name_text(name, buf, sizeof(buf));
 	return strdup(buf);
 }
 
@@ -238,8 +224,8 @@ static struct kg_revoked *collect_revoked(const struct kg_gen *g, size_t *n)
 				STACK_OF(X509_REVOKED) *rev = X509_CRL_get_REVOKED(crl);
 				char *issuer = name_text(X509_CRL_get_issuer(crl));
 				for (int j = 0; issuer && j < sk_X509_REVOKED_num(rev); j++) {
-					serial_hex(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(rev, j)),
-						   serial, sizeof(serial));
+					kg_serial_text(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(rev, j)),
+						       serial, sizeof(serial));
 					out[*n].issuer = j ? out[*n - 1].issuer : issuer;
 					out[(*n)++].serial = strdup(serial);
 				}
@@ -380,9 +366,9 @@ static int rebuild_locked(struct kg_daemon *d, bool drop_runtime, char *err, siz
 {
 	struct kg_gen *g;
 
-	notify("RELOADING=1\nSTATUS=building a new configuration generation");
+	kg_daemon_notify("RELOADING=1\nSTATUS=building a new configuration generation");
 	g = build_next(d, !drop_runtime, err, errlen);
-	notify("READY=1\nSTATUS=accepting connections");
+	kg_daemon_notify("READY=1\nSTATUS=accepting connections");
 	if (!g) {
 		kg_log_msg(KG_LOG_ERROR, "reload_failed", "%s; still serving generation %llu", err,
 			   (unsigned long long)d->gen_number);

@@ -49,6 +49,8 @@ int kg_policy_override_set(struct kg_daemon *d, const char *listener, const char
 			   json_t *allow, json_t *deny, char *err, size_t errlen);
 
 unsigned kg_daemon_runtime_changes(const struct kg_daemon *d);
+/* sd_notify when built with libsystemd (Type=notify units), else nothing. */
+void kg_daemon_notify(const char *state);
 /* Closes (resets) connections matching f on every worker; how many. */
 unsigned kg_daemon_kill(struct kg_daemon *d, const struct kg_kill_filter *f);
 void kg_daemon_free_runtime(struct kg_daemon *d);

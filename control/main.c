@@ -13,9 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef KG_HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "config.h"
 #include "conn.h"
@@ -260,15 +257,6 @@ static void log_totals(const struct kg_worker *workers, unsigned n)
 	kg_log_event(KG_LOG_INFO, "totals", f, nf);
 }
 
-/* Type=notify: systemd starts dependants only once we really accept. */
-static void notify(const char *state)
-{
-#ifdef KG_HAVE_SYSTEMD
-	sd_notify(0, state);
-#else
-	(void)state;
-#endif
-}
 
 /* log.file: appended to; SIGUSR1 reopens it after rotation (as nginx does). */
 static void open_log_file(const char *path)
@@ -440,9 +428,9 @@ int main(int argc, char **argv)
 		die("cannot start the control thread");
 	log_start(&rt, nworkers);
 	kg_log_msg(KG_LOG_INFO, "ready", "accepting connections");
-	notify("READY=1\nSTATUS=accepting connections");
+	kg_daemon_notify("READY=1\nSTATUS=accepting connections");
 	wait_for_stop(&sigs, &d, log_file);
-	notify("STOPPING=1\nSTATUS=draining connections");
+	kg_daemon_notify("STOPPING=1\nSTATUS=draining connections");
 	for (unsigned i = 0; i < nworkers; i++)
 		kg_worker_request_stop(&workers[i]);
 	int status = 0;

@@ -1,5 +1,6 @@
 #include "tlsctx.h"
 
+#include "certtext.h"
 #include "overlay.h"
 
 #include <errno.h>
@@ -74,17 +75,6 @@ static void format_time(const ASN1_TIME *t, char *buf, size_t cap)
 	int n;
 
 	ASN1_TIME_print(mem, t);
-	n = BIO_read(mem, buf, (int)cap - 1);
-	buf[n > 0 ? n : 0] = '\0';
-	BIO_free(mem);
-}
-
-static void name_text(const X509_NAME *name, char *buf, size_t cap)
-{
-	BIO *mem = BIO_new(BIO_s_mem());
-	int n;
-
-	X509_NAME_print_ex(mem, name, 0, XN_FLAG_RFC2253);
 	n = BIO_read(mem, buf, (int)cap - 1);
 	buf[n > 0 ? n : 0] = '\0';
 	BIO_free(mem);
@@ -561,7 +551,7 @@ static int check_crl_coverage(const struct kg_client_trust *t, const struct kg_a
 		X509 *ca = sk_X509_value(t->cas, i);
 		if (ca_has_crl(t, ca))
 			continue;
-		name_text(X509_get_subject_name(ca), subject, sizeof(subject));
+		kg_name_text(X509_get_subject_name(ca), subject, sizeof(subject));
 		file_error(&a->crls[0], err, errlen,
 			   "no CRL for client CA \"%s\" (crl_check: chain); add its CRL or set crl_missing: allow",
 			   subject);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "alert.h"
+#include "certtext.h"
 #include "conn.h"
 #include "log.h"
 #include "policy.h"
@@ -19,37 +20,15 @@ static void make_ex_index(void)
 	conn_ex_index = SSL_get_ex_new_index(0, "kg_conn", NULL, NULL, NULL);
 }
 
-static void name_to_text(const X509_NAME *name, char *buf, size_t cap)
-{
-	BIO *mem = BIO_new(BIO_s_mem());
-	int n;
-
-	/* RFC 2253 order with non-ASCII escaped: safe to log, easy to match. */
-	X509_NAME_print_ex(mem, name, 0, XN_FLAG_RFC2253);
-	n = BIO_read(mem, buf, (int)cap - 1);
-	buf[n > 0 ? n : 0] = '\0';
-	BIO_free(mem);
-}
-
-static void serial_to_text(const X509 *x, char *buf, size_t cap)
-{
-	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-	char *hex = bn ? BN_bn2hex(bn) : NULL;
-
-	snprintf(buf, cap, "%s", hex ? hex : "");
-	OPENSSL_free(hex);
-	BN_free(bn);
-}
-
 static void record_peer_cert(struct kg_conn *c, X509 *x)
 {
 	char buf[256];
 
-	name_to_text(X509_get_subject_name(x), buf, sizeof(buf));
+	kg_name_text(X509_get_subject_name(x), buf, sizeof(buf));
 	kg_peer_set(c, KG_PEER_SUBJECT, buf);
-	name_to_text(X509_get_issuer_name(x), buf, sizeof(buf));
+	kg_name_text(X509_get_issuer_name(x), buf, sizeof(buf));
 	kg_peer_set(c, KG_PEER_ISSUER, buf);
-	serial_to_text(x, buf, sizeof(buf));
+	kg_serial_text(X509_get0_serialNumber(x), buf, sizeof(buf));
 	kg_peer_set(c, KG_PEER_SERIAL, buf);
 	kg_cert_fingerprint_hex(x, buf, sizeof(buf));
 	kg_peer_set(c, KG_PEER_FINGERPRINT, buf);

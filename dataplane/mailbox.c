@@ -90,15 +90,3 @@ int kg_revoked_cmp(const void *a, const void *b)
 
 	return r ? r : strcmp(x->issuer, y->issuer);
 }
-
-void kg_serial_normalise(const char *in, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	while ((*in == '0' || *in == ':') && in[1])
-		in++;
-	for (; *in && n + 1 < cap; in++)
-		if (*in != ':')
-			out[n++] = (char)(*in >= 'a' && *in <= 'f' ? *in - 32 : *in);
-	out[n] = '\0';
-}

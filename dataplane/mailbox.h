@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "certtext.h"
 #include "stats.h"
 
 struct kg_gen;
@@ -79,6 +80,4 @@ bool kg_worker_call(struct kg_worker *w, struct kg_wmsg *m, unsigned timeout_ms)
 void kg_worker_post(struct kg_worker *w, struct kg_wmsg *m);
 
 int kg_revoked_cmp(const void *a, const void *b);
-/* "0A1B" -> "A1B": how serials are compared everywhere. */
-void kg_serial_normalise(const char *in, char *out, size_t cap);
 #endif
