@@ -32,7 +32,8 @@ build/ktlsgate --listen "127.0.0.1:$port" --listen "[::1]:$port" \
 	--cert "$pki/server-ecdsa-chain.crt" --key "$pki/server-ecdsa.key" \
 	--cert "$pki/server-rsa-chain.crt" --key "$pki/server-rsa.key" \
 	--client-ca "$pki/client-ca.pem" --crl "$pki/crl-bundle.pem" \
-	--backend "127.0.0.1:$backend_port" 2> >(tee "$demo/ktlsgate.log" >&2) &
+	--backend "127.0.0.1:$backend_port" --control-socket "$demo/control.sock" \
+	2> >(tee "$demo/ktlsgate.log" >&2) &
 pids+=($!)
 
 for _ in $(seq 50); do
@@ -59,6 +60,10 @@ echo
 echo "curl without a client certificate is refused too:"
 echo "\$ curl --cacert $pki/root-ca.crt https://localhost:$port/"
 curl -sS --max-time 5 --cacert "$pki/root-ca.crt" "https://localhost:$port/" || true
+echo
+echo "The control socket answers ktlsgatectl (see README, Control socket):"
+echo "\$ build/ktlsgatectl -s $demo/control.sock show stats"
+build/ktlsgatectl -s "$demo/control.sock" show stats | head -12 || true
 echo
 echo "Access log: $demo/ktlsgate.log. Press Ctrl-C to stop."
 [ -n "${KTLSGATE_DEMO_NO_WAIT:-}" ] && exit 0
