@@ -447,3 +447,21 @@ def test_metrics_listen_in_use_is_a_startup_error(pki, echo_backend):
                        capture_output=True, text=True, timeout=20)
     busy.close()
     assert r.returncode == 2 and "--metrics-listen 127.0.0.1:" in r.stderr and "cannot listen" in r.stderr, r.stderr
+
+
+def test_kill_revoked_can_be_turned_off(pki, echo_backend, start_config):
+    text = CONFIG.replace("listeners:", "global:\n  kill_revoked_on_crl_update: false\nlisteners:") + \
+        '    crl: "{pki}/crl-bundle.pem"\n'
+    d, port, _ = start_config(text, backend=echo_backend.addr)
+    s = tlsclient.connect(tlsclient.context(pki, version=V13), port)
+    s.sendall(b"a")
+    assert s.recv(1) == b"a"
+    name = f"{pki}/crl-bundle.pem"
+    assert d.ctl("crl begin", name=name)["ok"]
+    assert d.ctl("crl set", name=name, pem=crl_bundle(pki, revoke=[load(pki, "client.crt")]))["ok"]
+    assert d.ctl("crl commit", name=name)["ok"]
+    s.sendall(b"b")
+    assert s.recv(1) == b"b", "kill_revoked_on_crl_update: false keeps live connections"
+    err = tlsclient.refusal(tlsclient.context(pki, version=V13), port)
+    assert "CERTIFICATE_REVOKED" in err.upper().replace(" ", "_"), err
+    s.close()
