@@ -252,10 +252,12 @@ def test_tls13_key_updates_ok_but_a_flood_is_cut(pki, echo_backend, start_daemon
     c.close()
     assert "end=client_eof" in last_access(d, 1) or "end=client_reset" in last_access(d, 1)
     flood = libssl_client.Client(pki, port)
-    sent = 0
-    while sent < 5000 and flood.key_update():
-        sent += 1
-    assert sent < 5000  # the daemon closed the connection
+    # Keep sending until the daemon cuts us (writes then fail). Socket buffers
+    # absorb thousands of these small records, so a count is no proof; time is.
+    deadline = time.time() + 20
+    while time.time() < deadline and flood.key_update():
+        pass
+    assert time.time() < deadline, "the daemon never closed the flooding connection"
     line = last_access(d, 2)
     assert "end=key_update_flood" in line and "more than 8 TLS KeyUpdates in one second" in line
     flood.close()
