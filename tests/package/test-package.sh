@@ -142,6 +142,14 @@ fi
 wants=/etc/systemd/system/multi-user.target.wants/ktlsgate.service
 [ -L "$wants" ] && ok "service enabled (like nginx)" || fail "service not enabled: $wants missing"
 man -w ktlsgate.yaml >/dev/null 2>&1 && ok "man ktlsgate.yaml finds the page" || true
+for page in ktlsgate ktlsgate.yaml ktlsgatectl ktlsgate-bench; do
+	man -w "$page" >/dev/null 2>&1 || echo "man -w $page: not found (no man-db here?)"
+done
+# The installed completion offers the show subcommands.
+words=$(bash -c 'source /usr/share/bash-completion/completions/ktlsgatectl &&
+	COMP_WORDS=(ktlsgatectl show ""); COMP_CWORD=2; _ktlsgatectl; echo "${COMPREPLY[*]}"' 2>&1)
+[[ $words == *"info"*"generation"* ]] && ok "bash completion: ktlsgatectl show <TAB> -> $words" ||
+	fail "bash completion of 'ktlsgatectl show': $words"
 
 # -- the installed configuration, as the unit runs it: ExecStartPre= check, then
 # ExecStart= with the control socket in a RuntimeDirectory-like directory.
