@@ -30,7 +30,7 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
 	if [ "$installed" = 1 ]; then
-		DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ktlsgate >/dev/null 2>&1
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 purge -y -q ktlsgate >/dev/null 2>&1
 	fi
 	rm -rf "$tmp"
 }
@@ -73,7 +73,7 @@ fi
 # -- install
 step "apt-get install"
 cp "$deb" "$tmp/"
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$tmp/$(basename "$deb")" \
+DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "$tmp/$(basename "$deb")" \
 	>"$tmp/install.log" 2>&1 || { tail -30 "$tmp/install.log"; die "apt-get install failed"; }
 installed=1
 ok "installed"
@@ -410,7 +410,7 @@ fi
 
 # -- purge
 step "apt-get purge"
-DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ktlsgate >"$tmp/purge.log" 2>&1 ||
+DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 purge -y -q ktlsgate >"$tmp/purge.log" 2>&1 ||
 	{ tail -20 "$tmp/purge.log"; die "apt-get purge failed"; }
 installed=0
 dpkg-query -W -f='${Status}' ktlsgate 2>/dev/null | grep -q 'ok installed' && fail "still installed after purge"
