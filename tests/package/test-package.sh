@@ -48,6 +48,15 @@ for p in range(940, 1000):
         s = socket.socket(); s.bind(("127.0.0.1", p)); s.close(); print(p); break
     except OSError:
         pass'; }
+# A backend must listen before the first client comes through (5 s at most).
+wait_listen() { /usr/bin/python3 -c '
+import socket, sys, time
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close(); sys.exit(0)
+    except OSError:
+        time.sleep(0.05)
+sys.exit(1)' "$1"; }
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # -- build and lint
@@ -186,6 +195,7 @@ mkdir -p "$tmp/demo-www" && echo "hello from the demo configuration" >"$tmp/demo
 chmod -R a+rX "$tmp/demo-www"
 /usr/bin/python3 -m http.server "$dbport" --bind 127.0.0.1 --directory "$tmp/demo-www" >"$tmp/demo-backend.log" 2>&1 &
 pids+=($!)
+wait_listen "$dbport" || fail "demo backend on 127.0.0.1:$dbport never listened"
 install -d -o ktlsgate -g ktlsgate -m 0750 "$tmp/run" # RuntimeDirectory=ktlsgate, RuntimeDirectoryMode=0750
 sock=$tmp/run/control.sock
 (umask 0027 && exec "${as_unit[@]}" /usr/sbin/ktlsgate --config "$conf" --control-socket "$sock") 2>"$tmp/demo.log" &
@@ -263,6 +273,7 @@ chmod -R a+rX "$tmp/www"
 bport=$(free_port)
 /usr/bin/python3 -m http.server "$bport" --bind 127.0.0.1 --directory "$tmp/www" >"$tmp/backend.log" 2>&1 &
 pids+=($!)
+wait_listen "$bport" || fail "backend on 127.0.0.1:$bport never listened"
 
 yaml_supported() { # the config parser lands on another branch
 	local out
