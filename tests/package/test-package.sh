@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Package test (issue 8): builds the .deb, runs lintian, installs it with apt,
-# checks its files and the ktlsgate user, runs the installed daemon the way the
-# systemd unit does (user ktlsgate, only CAP_NET_BIND_SERVICE) and as root with
-# --user, serves one mTLS client through each, then purges the package and
-# checks what is left. Exit 0 pass, 1 fail, 77 skip (not root, no
+# checks its files, the ktlsgate user and the demo PKI postinst makes; runs the
+# installed /etc/ktlsgate/ktlsgate.yaml the way the systemd unit does (user
+# ktlsgate, only CAP_NET_BIND_SERVICE, control socket in a RuntimeDirectory-like
+# directory), serves the demo client through it, drives it with ktlsgatectl
+# (root and ktlsgate may; nobody may not); runs the daemon with a test PKI as
+# the unit would and as root with user ktlsgate, serves one mTLS client through
+# each, checks its system calls against the unit's filter, then purges the
+# package and checks what is left. Exit 0 pass, 1 fail, 77 skip (not root, no
 # dpkg-buildpackage, or a ktlsgate package already installed here).
 # Env: KTLSGATE_DEB=FILE tests that .deb instead of building one.
 set -uo pipefail
@@ -26,7 +30,7 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
 	if [ "$installed" = 1 ]; then
-		DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ktlsgate >/dev/null 2>&1
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 purge -y -q ktlsgate >/dev/null 2>&1
 	fi
 	rm -rf "$tmp"
 }
@@ -44,6 +48,15 @@ for p in range(940, 1000):
         s = socket.socket(); s.bind(("127.0.0.1", p)); s.close(); print(p); break
     except OSError:
         pass'; }
+# A backend must listen before the first client comes through (5 s at most).
+wait_listen() { /usr/bin/python3 -c '
+import socket, sys, time
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close(); sys.exit(0)
+    except OSError:
+        time.sleep(0.05)
+sys.exit(1)' "$1"; }
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # -- build and lint
@@ -69,7 +82,7 @@ fi
 # -- install
 step "apt-get install"
 cp "$deb" "$tmp/"
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$tmp/$(basename "$deb")" \
+DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "$tmp/$(basename "$deb")" \
 	>"$tmp/install.log" 2>&1 || { tail -30 "$tmp/install.log"; die "apt-get install failed"; }
 installed=1
 ok "installed"
@@ -82,21 +95,38 @@ done <"$tmp/files"
 [ $missing = 0 ] && ok "every file dpkg -L lists exists ($(wc -l <"$tmp/files") entries)"
 
 want=(/usr/sbin/ktlsgate /usr/bin/ktlsgate-bench /usr/libexec/ktlsgate/bench-backend
+	/usr/bin/ktlsgatectl /usr/libexec/ktlsgate/make-demo-pki
 	/lib/systemd/system/ktlsgate.service /usr/lib/sysusers.d/ktlsgate.conf
-	/usr/lib/tmpfiles.d/ktlsgate.conf /usr/lib/modules-load.d/ktlsgate.conf /etc/ktlsgate
+	/usr/lib/tmpfiles.d/ktlsgate.conf /usr/lib/modules-load.d/ktlsgate.conf
+	/etc/ktlsgate /etc/ktlsgate/ktlsgate.yaml /usr/share/doc/ktlsgate/examples/ktlsgate.yaml
 	/usr/share/man/man8/ktlsgate.8.gz /usr/share/man/man5/ktlsgate.yaml.5.gz
-	/usr/share/man/man1/ktlsgate-bench.1.gz)
-# Shipped once the other branches land: ktlsgatectl and the YAML config.
-[ -d "$top/control/ctl" ] && want+=(/usr/bin/ktlsgatectl /usr/share/man/man8/ktlsgatectl.8.gz
+	/usr/share/man/man1/ktlsgate-bench.1.gz /usr/share/man/man8/ktlsgatectl.8.gz
 	/usr/share/bash-completion/completions/ktlsgatectl)
 for f in "${want[@]}"; do
 	grep -qxF "$f" "$tmp/files" || fail "not in the package: $f"
 done
 ok "expected paths are in the package"
-if [ -f "$top/configs/ktlsgate.yaml" ]; then
-	dpkg-query -W -f='${Conffiles}\n' ktlsgate | grep -q ' /etc/ktlsgate/ktlsgate.yaml ' &&
-		ok "/etc/ktlsgate/ktlsgate.yaml is a conffile" || fail "/etc/ktlsgate/ktlsgate.yaml is not a conffile"
-fi
+dpkg-query -W -f='${Conffiles}\n' ktlsgate | grep -q ' /etc/ktlsgate/ktlsgate.yaml ' &&
+	ok "/etc/ktlsgate/ktlsgate.yaml is a conffile" || fail "/etc/ktlsgate/ktlsgate.yaml is not a conffile"
+cmp -s "$top/configs/ktlsgate.yaml" /usr/share/doc/ktlsgate/examples/ktlsgate.yaml &&
+	ok "configs/ktlsgate.yaml is the installed example" || fail "examples/ktlsgate.yaml differs from configs/"
+
+# postinst's demo PKI (first install): the files the conffile names, keys
+# readable by group ktlsgate only, the CA key by root only.
+demo=/etc/ktlsgate/demo
+demo_ok=1
+for f in ca.crt:0644:root ca.crl:0644:root ca.key:0600:root server.crt:0644:root \
+	server.key:0640:ktlsgate client.crt:0644:root client.key:0640:ktlsgate; do
+	IFS=: read -r name mode grp <<<"$f"
+	got=$(stat -c '%a:%U:%G' "$demo/$name" 2>/dev/null)
+	[ "$got" = "${mode#0}:root:$grp" ] || { fail "$demo/$name: ${got:-missing}, want ${mode#0}:root:$grp"; demo_ok=0; }
+done
+[ $demo_ok = 1 ] && ok "postinst made the demo PKI in $demo"
+openssl verify -CAfile "$demo/ca.crt" -crl_check -CRLfile "$demo/ca.crl" -purpose sslclient \
+	"$demo/client.crt" >/dev/null 2>&1 && ok "demo client certificate verifies against the CA and its CRL" ||
+	fail "demo client certificate does not verify"
+openssl x509 -in "$demo/server.crt" -noout -ext subjectAltName 2>/dev/null | grep -q "DNS:$(uname -n)" &&
+	ok "demo server certificate names this host ($(uname -n))" || fail "demo server certificate lacks DNS:$(uname -n)"
 [ "$(cat /usr/lib/modules-load.d/ktlsgate.conf | grep -v '^#')" = tls ] && ok "modules-load.d loads tls" ||
 	fail "modules-load.d/ktlsgate.conf does not name tls"
 
@@ -121,6 +151,117 @@ fi
 wants=/etc/systemd/system/multi-user.target.wants/ktlsgate.service
 [ -L "$wants" ] && ok "service enabled (like nginx)" || fail "service not enabled: $wants missing"
 man -w ktlsgate.yaml >/dev/null 2>&1 && ok "man ktlsgate.yaml finds the page" || true
+for page in ktlsgate ktlsgate.yaml ktlsgatectl ktlsgate-bench; do
+	man -w "$page" >/dev/null 2>&1 || echo "man -w $page: not found (no man-db here?)"
+done
+# The installed completion offers the show subcommands.
+words=$(bash -c 'source /usr/share/bash-completion/completions/ktlsgatectl &&
+	COMP_WORDS=(ktlsgatectl show ""); COMP_CWORD=2; _ktlsgatectl; echo "${COMPREPLY[*]}"' 2>&1)
+[[ $words == *"info"*"generation"* ]] && ok "bash completion: ktlsgatectl show <TAB> -> $words" ||
+	fail "bash completion of 'ktlsgatectl show': $words"
+
+# -- the installed configuration, as the unit runs it: ExecStartPre= check, then
+# ExecStart= with the control socket in a RuntimeDirectory-like directory.
+# As the unit: User=ktlsgate, AmbientCapabilities=CAP_NET_BIND_SERVICE, NoNewPrivileges.
+as_unit=(setpriv --reuid=ktlsgate --regid=ktlsgate --init-groups --inh-caps=-all,+net_bind_service
+	--ambient-caps=-all,+net_bind_service --bounding-set=-all,+net_bind_service --no-new-privs)
+port_free() { /usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try: s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError: sys.exit(1)' "$1"; }
+
+step "the installed configuration: /etc/ktlsgate/ktlsgate.yaml"
+conf=/etc/ktlsgate/ktlsgate.yaml
+dport=8443 dbport=8080
+if ! port_free 8443 || ! port_free 8080; then
+	# Another daemon (a quickstart demo?) holds the demo's ports: the same file
+	# with two free ports instead, so the rest can still be tested.
+	dport=$(free_port) dbport=$(free_port)
+	sed -e "s/:8443\"/:$dport\"/g" -e "s/127.0.0.1:8080/127.0.0.1:$dbport/" "$conf" >"$tmp/demo.yaml"
+	chmod 0644 "$tmp/demo.yaml"
+	conf=$tmp/demo.yaml
+	echo "ports 8443 or 8080 are in use here: testing a copy on $dport -> $dbport"
+fi
+if "${as_unit[@]}" /usr/sbin/ktlsgate --check --config "$conf" >"$tmp/demo.check" 2>&1; then
+	ok "ktlsgate --check --config $conf (as the unit's ExecStartPre=): $(cat "$tmp/demo.check")"
+else
+	cat "$tmp/demo.check"; fail "ktlsgate --check --config $conf"
+fi
+/usr/sbin/ktlsgate --check --config "$conf" >"$tmp/demo.check-root" 2>&1 &&
+	ok "the same as root (drops to global.user)" || { cat "$tmp/demo.check-root"; fail "--check as root"; }
+
+mkdir -p "$tmp/demo-www" && echo "hello from the demo configuration" >"$tmp/demo-www/index.html"
+chmod -R a+rX "$tmp/demo-www"
+/usr/bin/python3 -m http.server "$dbport" --bind 127.0.0.1 --directory "$tmp/demo-www" >"$tmp/demo-backend.log" 2>&1 &
+pids+=($!)
+wait_listen "$dbport" || fail "demo backend on 127.0.0.1:$dbport never listened"
+install -d -o ktlsgate -g ktlsgate -m 0750 "$tmp/run" # RuntimeDirectory=ktlsgate, RuntimeDirectoryMode=0750
+sock=$tmp/run/control.sock
+(umask 0027 && exec "${as_unit[@]}" /usr/sbin/ktlsgate --config "$conf" --control-socket "$sock") 2>"$tmp/demo.log" &
+dpid=$!
+pids+=($dpid)
+for _ in $(seq 100); do
+	grep -q ' ready ' "$tmp/demo.log" && break
+	kill -0 "$dpid" 2>/dev/null || break
+	sleep 0.1
+done
+# The subshell execs setpriv, which execs the daemon: $dpid is the daemon.
+if grep -q ' ready ' "$tmp/demo.log"; then
+	ok "the installed configuration serves (as user $(ps -o user= -p "$dpid"))"
+	for url in "https://localhost:$dport/" "https://[::1]:$dport/"; do
+		body=$(curl -sS --max-time 10 --cacert $demo/ca.crt --cert $demo/client.crt --key $demo/client.key "$url" 2>&1)
+		[ "$body" = "hello from the demo configuration" ] && ok "demo client served at $url" ||
+			fail "demo client at $url got: $body"
+	done
+	curl -sS --max-time 10 --cacert $demo/ca.crt "https://localhost:$dport/" >/dev/null 2>&1 &&
+		fail "a client without a certificate got through" || ok "a client without a certificate is refused"
+	st=$(stat -c '%a %U %G' "$sock" 2>/dev/null)
+	[ "$st" = "660 ktlsgate ktlsgate" ] && ok "control socket $st" || fail "control socket: ${st:-missing}, want 660 ktlsgate ktlsgate"
+	if /usr/bin/ktlsgatectl -s "$sock" show info >"$tmp/ctl-info" 2>&1 &&
+		grep -q "^config: *$conf\$" "$tmp/ctl-info"; then
+		ok "ktlsgatectl show info (root): $(grep -c . "$tmp/ctl-info") lines, config $conf"
+	else
+		cat "$tmp/ctl-info"; fail "ktlsgatectl show info as root"
+	fi
+	out=$(/usr/bin/ktlsgatectl -s "$sock" reload 2>&1) && [[ $out == "reloaded: generation 2"* ]] &&
+		ok "ktlsgatectl reload (root): $out" || fail "ktlsgatectl reload as root: $out"
+	# ExecReload= runs as User=ktlsgate, the socket's owner.
+	out=$(setpriv --reuid=ktlsgate --regid=ktlsgate --init-groups /usr/bin/ktlsgatectl -s "$sock" reload 2>&1) &&
+		[[ $out == "reloaded: generation 3"* ]] && ok "ktlsgatectl reload (user ktlsgate, as ExecReload=): $out" ||
+		fail "ktlsgatectl reload as ktlsgate: $out"
+	# Neither root, ktlsgate nor in its group: the directory and the socket's
+	# mode keep nobody out; with the socket opened up the daemon refuses too.
+	as_nobody=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+	out=$("${as_nobody[@]}" /usr/bin/ktlsgatectl -s "$sock" show info 2>&1); rc=$?
+	[ $rc = 3 ] && [[ $out == *"Permission denied"* ]] && ok "nobody cannot connect (exit 3): $out" ||
+		fail "nobody: exit $rc: $out"
+	chmod 0755 "$tmp/run" && chmod 0666 "$sock"
+	# The daemon answers a refused peer at once and closes; ktlsgatectl may still
+	# be sending then (EPIPE, exit 4) or read the answer (exit 1): the daemon's
+	# log says which uid it refused either way.
+	out=$("${as_nobody[@]}" /usr/bin/ktlsgatectl -s "$sock" reload 2>&1); rc=$?
+	sleep 0.2
+	if { [ $rc = 1 ] || [ $rc = 4 ]; } && grep -q "control_denied.*uid $(id -u nobody) " "$tmp/demo.log"; then
+		ok "daemon refuses nobody on an opened-up socket (exit $rc; logged control_denied)"
+	else
+		fail "nobody on an opened-up socket: exit $rc: $out"
+	fi
+	chmod 0750 "$tmp/run"
+	kill -TERM "$dpid"
+	for _ in $(seq 100); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.1; done
+	if kill -0 "$dpid" 2>/dev/null; then
+		fail "demo: still running 10 s after SIGTERM"
+	else
+		wait "$dpid"; rc=$?
+		[ $rc = 0 ] && ok "demo: stopped (exit 0)" || { tail -5 "$tmp/demo.log"; fail "demo: exit status $rc"; }
+	fi
+	[ -e "$sock" ] && fail "control socket left behind after stop" || ok "control socket removed on stop"
+	[ "$(grep -c 'result=ok' "$tmp/demo.log")" = 2 ] && ok "demo: two access lines result=ok" ||
+		{ grep access "$tmp/demo.log"; fail "demo: want two result=ok access lines"; }
+else
+	cat "$tmp/demo.log"; fail "the installed configuration never became ready"
+fi
 
 # -- a PKI readable by group ktlsgate only, as the man page says to set up keys
 step "run the installed daemon"
@@ -132,6 +273,7 @@ chmod -R a+rX "$tmp/www"
 bport=$(free_port)
 /usr/bin/python3 -m http.server "$bport" --bind 127.0.0.1 --directory "$tmp/www" >"$tmp/backend.log" 2>&1 &
 pids+=($!)
+wait_listen "$bport" || fail "backend on 127.0.0.1:$bport never listened"
 
 yaml_supported() { # the config parser lands on another branch
 	local out
@@ -168,10 +310,6 @@ EOF
 		if [ "$3" = root ]; then echo "--user ktlsgate"; fi
 	fi
 }
-
-# As the unit: User=ktlsgate, AmbientCapabilities=CAP_NET_BIND_SERVICE, NoNewPrivileges.
-as_unit=(setpriv --reuid=ktlsgate --regid=ktlsgate --init-groups --inh-caps=-all,+net_bind_service
-	--ambient-caps=-all,+net_bind_service --bounding-set=-all,+net_bind_service --no-new-privs)
 
 serve_one() { # name, how ("unit" or "root"), port
 	local name=$1 how=$2 port=$3 args log=$tmp/$1.log pid
@@ -251,7 +389,7 @@ syscall_check() { # port
 	"${as_unit[@]}" strace -f -qq -o "$tmp/trace/strace.txt" /usr/sbin/ktlsgate "${args[@]}" 2>"$tmp/strace.log" &
 	tracer=$!
 	pids+=($tracer)
-	for _ in $(seq 100); do grep -q ' ready ' "$tmp/strace.log" && break; sleep 0.1; done
+	for _ in $(seq 100); do grep -qs ' ready ' "$tmp/strace.log" && break; sleep 0.1; done
 	grep -q ' ready ' "$tmp/strace.log" || { cat "$tmp/strace.log"; tail -5 "$tmp/trace/strace.txt"; fail "syscalls: traced daemon not ready"; return; }
 	curl -sS --max-time 10 --cacert "$pki/root-ca.crt" --cert "$pki/client-chain.crt" \
 		--key "$pki/client.key" "https://localhost:$port/" >/dev/null 2>&1
@@ -283,7 +421,7 @@ fi
 
 # -- purge
 step "apt-get purge"
-DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ktlsgate >"$tmp/purge.log" 2>&1 ||
+DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 purge -y -q ktlsgate >"$tmp/purge.log" 2>&1 ||
 	{ tail -20 "$tmp/purge.log"; die "apt-get purge failed"; }
 installed=0
 dpkg-query -W -f='${Status}' ktlsgate 2>/dev/null | grep -q 'ok installed' && fail "still installed after purge"
