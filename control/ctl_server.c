@@ -161,7 +161,22 @@ static void answer_line(struct kg_ctl *ctl, struct ctl_client *c, const char *li
 	json_decref(reply);
 }
 
-/* Who may talk: root, our own user, or the socket's group. */
+/* The socket's group among the peer's supplementary groups (an operator
+ * added to group ktlsgate has it there, not as the primary group). */
+static bool peer_in_group(int fd, gid_t gid)
+{
+	gid_t groups[256];
+	socklen_t len = sizeof(groups);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+		return false;
+	for (size_t i = 0; i < len / sizeof(gid_t); i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+/* Who may talk: root, our own user, or a member of the socket's group. */
 static bool peer_allowed(const struct kg_ctl *ctl, int fd, char *why, size_t cap)
 {
 	struct ucred cred;
@@ -169,7 +184,8 @@ static bool peer_allowed(const struct kg_ctl *ctl, int fd, char *why, size_t cap
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return snprintf(why, cap, "cannot read peer credentials"), false;
-	if (cred.uid == 0 || cred.uid == geteuid() || (ctl->gid >= 0 && cred.gid == (gid_t)ctl->gid))
+	if (cred.uid == 0 || cred.uid == geteuid() ||
+	    (ctl->gid >= 0 && (cred.gid == (gid_t)ctl->gid || peer_in_group(fd, (gid_t)ctl->gid))))
 		return true;
 	snprintf(why, cap, "permission denied: uid %u is neither root, ktlsgate's user nor in the socket's group",
 		 (unsigned)cred.uid);
