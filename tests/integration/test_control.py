@@ -465,3 +465,21 @@ def test_kill_revoked_can_be_turned_off(pki, echo_backend, start_config):
     err = tlsclient.refusal(tlsclient.context(pki, version=V13), port)
     assert "CERTIFICATE_REVOKED" in err.upper().replace(" ", "_"), err
     s.close()
+
+
+def test_member_of_the_socket_group_is_let_in(pki, echo_backend, start_daemon):
+    import grp
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    try:
+        grp.getgrnam("ktlsgate")
+    except KeyError:
+        pytest.skip("no group ktlsgate on this machine (the package creates it)")
+    d, port = start_daemon(echo_backend.addr)
+    os.chmod(os.path.dirname(d.ctl_path), 0o755)
+    code = (f"import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect({d.ctl_path!r}); "
+            "s.sendall(b'{\"cmd\":\"show generation\"}\\n'); sys.stdout.write(s.recv(4096).decode())")
+    out = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--groups", "ktlsgate",
+                          "/usr/bin/python3", "-c", code], capture_output=True, text=True, timeout=20)
+    assert out.stdout, out.stderr
+    assert json.loads(out.stdout)["ok"], "a supplementary member of the socket's group may talk"
