@@ -3,7 +3,9 @@
 # (a host process) with the host's perf while one ktlsgate relays bulk
 # transfers in the guest, and names the samples with the guest's kallsyms
 # (linux.uml is stripped; its kernel and module addresses are host virtual
-# addresses of that process). Samples of guest user processes are not in it.
+# addresses of that process). Samples of guest user processes are not in it;
+# host-side time of the UML process itself (its ptrace-based system call
+# switching) is shown apart.
 # Usage: bench/ktls-guest-perf.sh [--build DIR] [--path ktls|user] [--suite 13-AES128]
 #                                 [--dir down|up] [--size 1G] [--runs 2] [--top 25]
 set -u
@@ -65,7 +67,13 @@ for line in open(sys.argv[2]):
     ip = int(line, 16)
     total += 1
     i = bisect.bisect_right(addrs, ip) - 1
-    count[syms[i][1] if i >= 0 and ip - addrs[i] < 1 << 20 else "[outside the guest kernel]"] += 1
+    if ip >= 0xffff800000000000:
+        name = "[host kernel: ptrace/signals/page faults of UML itself]"
+    elif i >= 0 and ip - addrs[i] < 1 << 20:
+        name = syms[i][1]
+    else:
+        name = "[host user space: linux.uml outside its kernel image, libc]"
+    count[name] += 1
 print(f"### UML guest kernel profile ({sys.argv[4]}): {total} samples of the UML kernel process\n")
 print("| % | guest kernel symbol |\n|---:|---|")
 for name, n in count.most_common(int(sys.argv[3])):

@@ -102,6 +102,24 @@ def main():
                       f"| {cell([x.get('kfree') for x in rs], f0)} "
                       f"| {cell([x.get('fds') for x in rs], lambda v: f'{v:.1f}')} |")
         print()
+        ns = sorted({r["n"] for r in idle})
+        if len(ns) >= 2:
+            lo, hi = ns[0], ns[-1]
+            print(f"Marginal cost of one more connection, from the medians at N={lo} and N={hi} "
+                  "(what a connection keeps, without the one-time growth):\n")
+            for path in ("ktls", "user"):
+                parts = []
+                for key, what in (("rss", "RSS"), ("anon", "anon")):
+                    med = {}
+                    for n in (lo, hi):
+                        v = [r["m"].get(key) for r in idle if r["n"] == n and r["path"] == path]
+                        v = [x for x in v if x is not None]
+                        med[n] = statistics.median(v) if v else None
+                    if None not in med.values():
+                        parts.append(f"{what} {(hi * med[hi] - lo * med[lo]) / (hi - lo):.0f} B")
+                if parts:
+                    print(f"* {path}: " + ", ".join(parts))
+            print()
     bulk = [dict(r, m=bulk_metrics(r)) for r in results if r["test"] == "bulk"]
     if bulk:
         print("### Bulk: server CPU seconds per GiB relayed, median [min–max] over rounds\n")

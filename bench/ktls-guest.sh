@@ -234,6 +234,9 @@ export KTLS_BENCH_ROUNDS="$rounds" KTLS_BENCH_IDLE="$idle" KTLS_BENCH_BULK="$bul
 export KTLS_BENCH_DIRS="$dirs"
 export UML_MEM="${UML_MEM:-2G}" UML_TIMEOUT="${UML_TIMEOUT:-3600}"
 export KTLSGATE_UML_SHIM="${KTLSGATE_UML_SHIM:-$build/tests/uml_xstate_shim.so}"
+# The commit is taken now: the tree may move on during a long run.
+commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null)
+dirty=$(git -C "$here" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo "+dirty")
 "$here/../tests/ktls/run-uml.sh" "$here/ktls-guest.sh" >"$tmp/console" 2>&1
 rc=$?
 grep '^kgb-' "$tmp/console"
@@ -241,8 +244,6 @@ if [ $rc != 0 ]; then
 	echo "ktls-guest: the guest run failed (exit $rc); console:" >&2
 	tail -40 "$tmp/console" >&2
 fi
-commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null)
-dirty=$(git -C "$here" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo "+dirty")
 /usr/bin/python3 "$here/ktls-guest-report.py" --commit "$commit$dirty" --uml-mem "$UML_MEM" \
 	<"$tmp/console" | if [ -n "$out" ]; then tee "$out"; else cat; fi
 exit $rc

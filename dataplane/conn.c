@@ -6,13 +6,58 @@
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "log.h"
 
+/* Connection objects come from per-worker slabs of 64 KiB, away from the
+ * heap where handshakes churn: an idle connection's block then never pins a
+ * heap page that the handshakes' freed memory could give back. Slabs are
+ * kept for reuse (a peak of 10,000 connections keeps ~6 MiB). Under ASan each
+ * connection is its own allocation so that use-after-free is still caught. */
+#define KG_CONN_SLAB_BYTES (64 * 1024)
+
+static struct kg_conn *conn_alloc(struct kg_worker *w)
+{
+#ifdef __SANITIZE_ADDRESS__
+	(void)w;
+	return aligned_alloc(16, sizeof(struct kg_conn));
+#else
+	struct kg_conn *c;
+
+	if (!w->conn_pool) {
+		char *slab = mmap(NULL, KG_CONN_SLAB_BYTES, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (slab == MAP_FAILED)
+			return NULL;
+		for (size_t i = 0; i + sizeof(*c) <= KG_CONN_SLAB_BYTES; i += sizeof(*c)) {
+			c = (struct kg_conn *)(slab + i);
+			c->next = w->conn_pool;
+			w->conn_pool = c;
+		}
+	}
+	c = w->conn_pool;
+	w->conn_pool = c->next;
+	return c;
+#endif
+}
+
+static void conn_release(struct kg_worker *w, struct kg_conn *c)
+{
+#ifdef __SANITIZE_ADDRESS__
+	(void)w;
+	free(c);
+#else
+	c->next = w->conn_pool;
+	w->conn_pool = c;
+#endif
+}
+
 struct kg_conn *kg_conn_new(struct kg_worker *w, int fd, unsigned listener)
 {
-	struct kg_conn *c = aligned_alloc(16, sizeof(*c));
+	struct kg_conn *c = conn_alloc(w);
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 	int one = 1;
@@ -139,7 +184,7 @@ static void conn_free(struct kg_conn *c)
 	w->nconns--;
 	w->stats.conns_active--;
 	kg_peer_free(c);
-	free(c);
+	conn_release(w, c);
 }
 
 /* Cancels by user_data, not by fd: a splice's file is its output pipe, so

@@ -46,12 +46,17 @@ enum kg_peer_field {
 	KG_PEER_NFIELDS
 };
 
+#define KG_PEER_INLINE 224
+
 struct kg_peer_info {
 	char *text;                 /* the fields in enum order, each NUL-terminated */
 	const char *rule;           /* the policy rule that refused */
 	const char *version;
 	const char *cipher;
 	bool resumed;
+	/* text points here when the fields fit (the usual case): no allocation
+	 * of its own to pin a heap page among the handshakes' freed memory. */
+	char inline_text[KG_PEER_INLINE];
 };
 
 struct kg_conn {
@@ -87,7 +92,8 @@ struct kg_conn {
 
 	const struct kg_relay_ops *relay;
 	struct kg_ktls_conn *kt;    /* handshake-time key capture: freed at handoff */
-	struct kg_splice_conn *sp;  /* the kTLS splice relay, from the handoff on */
+	struct kg_splice_conn *sp;  /* the kTLS splice relay (&splice) from the handoff on */
+	struct kg_splice_conn splice;
 	uint64_t start_ms, deadline_ms;
 	uint64_t start_us;          /* handshake latency is measured from accept */
 	uint64_t bytes_in, bytes_out;

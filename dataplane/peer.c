@@ -1,7 +1,8 @@
 /* The access log's strings about one connection, packed into one allocation
  * sized to their content: a handful of short strings instead of ~1.2 KiB of
- * fixed arrays that every idle connection used to carry. Writes are rare (a
- * few per handshake, one per error), so each one simply repacks. */
+ * fixed arrays that every idle connection used to carry. They usually fit in
+ * the connection's inline area; longer ones go to the heap. Writes are rare
+ * (a few per handshake, one per error), so each one simply repacks. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,25 +30,28 @@ const char *kg_peer_get(const struct kg_conn *c, enum kg_peer_field f)
 
 void kg_peer_set(struct kg_conn *c, enum kg_peer_field f, const char *s)
 {
-	size_t len[KG_PEER_NFIELDS], total = 0;
-	const char *old[KG_PEER_NFIELDS];
-	char *text, *p;
+	char packed[1280]; /* caps + NULs: 1200; fields may point into the old text */
+	size_t total = 0;
+	char *text;
 
 	for (int i = 0; i < KG_PEER_NFIELDS; i++) {
-		old[i] = i == (int)f ? s : kg_peer_get(c, (enum kg_peer_field)i);
-		len[i] = strnlen(old[i], field_cap[i]);
-		total += len[i] + 1;
+		const char *v = i == (int)f ? s : kg_peer_get(c, (enum kg_peer_field)i);
+		size_t len = strnlen(v, field_cap[i]);
+
+		memcpy(packed + total, v, len);
+		packed[total + len] = '\0';
+		total += len + 1;
 	}
-	text = malloc(total);
-	if (!text)
-		return;
-	p = text;
-	for (int i = 0; i < KG_PEER_NFIELDS; i++) {
-		memcpy(p, old[i], len[i]);
-		p[len[i]] = '\0';
-		p += len[i] + 1;
+	if (total <= sizeof(c->peer.inline_text)) {
+		text = c->peer.inline_text;
+	} else {
+		text = malloc(total);
+		if (!text)
+			return;
 	}
-	free(c->peer.text);
+	memcpy(text, packed, total);
+	if (c->peer.text != c->peer.inline_text && c->peer.text != text)
+		free(c->peer.text);
 	c->peer.text = text;
 }
 
@@ -64,6 +68,7 @@ void kg_peer_setf(struct kg_conn *c, enum kg_peer_field f, const char *fmt, ...)
 
 void kg_peer_free(struct kg_conn *c)
 {
-	free(c->peer.text);
+	if (c->peer.text != c->peer.inline_text)
+		free(c->peer.text);
 	c->peer.text = NULL;
 }

@@ -351,20 +351,16 @@ void kg_splice_conn_free(struct kg_conn *c)
 	if (sp->ctrl)
 		OPENSSL_cleanse(sp->ctrl, sizeof(*sp->ctrl)); /* may hold client plaintext */
 	free(sp->ctrl);
-	free(sp);
 	c->sp = NULL;
 }
 
 void kg_relay_splice_begin(struct kg_conn *c)
 {
-	struct kg_splice_conn *sp = calloc(1, sizeof(*sp));
+	struct kg_splice_conn *sp = &c->splice;
 
 	release_userspace_buffers(c);
-	if (!sp) {
-		kg_conn_close(c, "out_of_memory");
-		return;
-	}
 	c->sp = sp;
+	sp->ctrl = NULL;
 	sp->c2b = (struct kg_splice_dir){ .src = c->cfd, .dst = c->bfd, .pipe_rd = -1, .pipe_wr = -1 };
 	sp->b2c = (struct kg_splice_dir){ .src = c->bfd, .dst = c->cfd, .pipe_rd = -1, .pipe_wr = -1 };
 	if (make_pipe(&sp->c2b) < 0 || make_pipe(&sp->b2c) < 0) {

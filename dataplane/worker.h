@@ -53,6 +53,7 @@ struct kg_worker {
 	bool box_closed;            /* the worker has stopped reading it */
 	struct __kernel_timespec tick;
 	struct kg_conn *conns;      /* intrusive list of live connections */
+	struct kg_conn *conn_pool;  /* free connection objects (conn.c's slabs) */
 	unsigned nconns;
 	unsigned backend_rr;
 	uint64_t next_conn_id;
