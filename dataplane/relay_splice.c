@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/tls.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -218,11 +220,28 @@ static void on_splice_in(struct kg_conn *c, struct kg_splice_dir *d, int res)
 	}
 }
 
+/* Linux 6.1 kTLS, sendpage path: a splice that fills a record on a pipe
+ * buffer flagged MSG_SENDPAGE_NOTLAST queues that record in TCP without a
+ * push, and if the next buffer then finds the send buffer full (TCP memory
+ * pressure shrinks sk_sndbuf to half of what is queued) the splice returns
+ * early or EAGAIN. The record stays corked with nothing in flight: no ACK
+ * will come, so the socket never turns writable and POLLOUT never fires.
+ * Setting TCP_NODELAY (again) runs tcp_push_pending_frames(): the record
+ * leaves, its ACK frees the space and wakes our poll. */
+static void push_corked(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 static void on_splice_out(struct kg_conn *c, struct kg_splice_dir *d, int res)
 {
 	bool to_backend = d == &c->sp->c2b;
 
 	if (res == -EAGAIN) {
+		if (!to_backend) /* plain TCP pushes before it reports EAGAIN */
+			push_corked(d->dst);
 		poll_fd(c, d, d->dst, POLLOUT, KG_SP_POLL_OUT);
 		return;
 	}
