@@ -486,6 +486,10 @@ def run_checks(pki, port, log_path, sock_path):
     check(wait_ready(log_path), "daemon started")
     startup = open(log_path).read()
     check(re.search(r"kTLS: available", startup) is not None, "start-up log says kTLS is available")
+    rekey = re.search(r"kTLS: available .*; rekey: (yes|no)\)", startup)
+    kernel = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    check(rekey is not None and (rekey.group(1) == "yes") == (kernel >= (6, 14)),
+          f"start-up log says whether the kernel can rekey (rekey: {rekey and rekey.group(1)})")
     if os.environ.get("KTLS_ONLY") == "concurrent":
         check_concurrent(pki, port, log_path, int(os.environ.get("KTLS_CONCURRENT_N", "5")))
         return summary()
