@@ -143,6 +143,7 @@ static void setup_ktls(struct kg_runtime *rt, char *desc, size_t desclen)
 	}
 	rt->ktls = caps.available;
 	rt->ktls_ciphers = ktls_cipher_bits(&caps);
+	rt->ktls_rekey = caps.available && caps.rekey;
 	kg_log_msg(caps.available ? KG_LOG_INFO : KG_LOG_WARN, "ktls", "kTLS: %s%s", desc,
 		   caps.available ? "" : " - using userspace relay");
 }

@@ -110,9 +110,22 @@ static int install(int fd, const struct kg_ktls_params *p, bool *tx_installed, c
 	return 0;
 }
 
+/* TLS 1.3 on a kernel that can rekey: the traffic secrets stay (in their
+ * own allocation, cleansed on free) so a client KeyUpdate can be followed.
+ * Anywhere else nothing outlives the handoff. */
+static struct kg_ktls_rekey *keep_secrets(struct kg_conn *c, const struct kg_ktls_params *p)
+{
+	const struct kg_ktls_secrets *s = &c->kt->secrets;
+
+	if (!c->w->rt->ktls_rekey || !p->tls13)
+		return NULL;
+	return kg_ktls_rekey_new(p->tx.info.cipher_type, s->client, s->server, s->secret_len);
+}
+
 static void hand_off(struct kg_conn *c)
 {
 	struct kg_ktls_params params;
+	struct kg_ktls_rekey *rk;
 	char why[160];
 	bool tx_installed;
 
@@ -121,6 +134,7 @@ static void hand_off(struct kg_conn *c)
 		return;
 	}
 	int rc = install(c->cfd, &params, &tx_installed, why, sizeof(why));
+	rk = rc == 0 ? keep_secrets(c, &params) : NULL;
 	OPENSSL_cleanse(&params, sizeof(params));
 	kg_ktls_conn_free(c); /* cleanses the secrets, detaches the callbacks */
 	if (rc < 0 && !tx_installed) {
@@ -135,7 +149,7 @@ static void hand_off(struct kg_conn *c)
 	SSL_free(c->ssl); /* the kernel owns the session now */
 	c->ssl = NULL;
 	c->rbio = c->wbio = NULL;
-	kg_relay_splice_begin(c);
+	kg_relay_splice_begin(c, rk);
 }
 
 /* Reads exactly the rest of a partial record, so the socket is left at a

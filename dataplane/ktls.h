@@ -8,13 +8,15 @@
 #include <sys/uio.h>
 
 #include "ktls_keys.h"
+#include "ktls_rekey.h"
 #include "ring.h"
 #include "tls_record.h"
 
 struct kg_conn;
 
 enum kg_splice_step { KG_SP_IDLE, KG_SP_POLL_IN, KG_SP_IN, KG_SP_OUT, KG_SP_POLL_OUT,
-		      KG_SP_CTRL, KG_SP_CTRL_FWD, KG_SP_DONE };
+		      KG_SP_CTRL, KG_SP_CTRL_FWD, KG_SP_DONE,
+		      KG_SP_POLL_REKEY /* b2c: room to send our KeyUpdate */ };
 
 struct kg_splice_dir {
 	int src, dst;
@@ -47,6 +49,7 @@ struct kg_ktls_conn {
 struct kg_splice_conn {
 	struct kg_splice_dir c2b, b2c;
 	struct kg_ktls_ctrl *ctrl;       /* NULL until a control record is seen or sent */
+	struct kg_ktls_rekey *rekey;     /* TLS 1.3 secrets, only where the kernel can rekey */
 };
 
 /* Which path a connection takes after the backend connect. */
@@ -61,7 +64,8 @@ void kg_ktls_conn_free(struct kg_conn *c);
 extern const struct kg_relay_ops kg_relay_ktls;
 
 /* relay_splice.c: the data path once the kernel owns the session. */
-void kg_relay_splice_begin(struct kg_conn *c);
+/* Takes rk (may be NULL: the kernel cannot rekey, or TLS 1.2). */
+void kg_relay_splice_begin(struct kg_conn *c, struct kg_ktls_rekey *rk);
 void kg_relay_splice_on_cqe(struct kg_conn *c, enum kg_op op, int res);
 /* Closes the pipes (if still open) and frees the relay state. */
 void kg_splice_conn_free(struct kg_conn *c);

@@ -150,26 +150,32 @@ static const char *digest_name(const SSL *ssl)
 }
 
 /* HKDF-Expand-Label(secret, label, "", len) from RFC 8446 §7.1. */
-static int tls13_expand(const SSL *ssl, const uint8_t *secret, size_t secret_len,
-			const char *label, uint8_t *out, size_t len)
+int kg_tls13_expand_label(const char *md, const uint8_t *secret, size_t secret_len,
+			  const char *label, uint8_t *out, size_t len)
 {
-	EVP_KDF *kdf = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_TLS1_3_KDF, NULL);
+	EVP_KDF *kdf = md ? EVP_KDF_fetch(NULL, OSSL_KDF_NAME_TLS1_3_KDF, NULL) : NULL;
 	EVP_KDF_CTX *kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
 	int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY, rc = -1;
 	OSSL_PARAM params[] = {
 		OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
-		OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)digest_name(ssl), 0),
+		OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)md, 0),
 		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)secret, secret_len),
 		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PREFIX, "tls13 ", 6),
 		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_LABEL, (void *)label, strlen(label)),
 		OSSL_PARAM_construct_end(),
 	};
 
-	if (kctx && digest_name(ssl) && EVP_KDF_derive(kctx, out, len, params) == 1)
+	if (kctx && EVP_KDF_derive(kctx, out, len, params) == 1)
 		rc = 0;
 	EVP_KDF_CTX_free(kctx);
 	EVP_KDF_free(kdf);
 	return rc;
+}
+
+static int tls13_expand(const SSL *ssl, const uint8_t *secret, size_t secret_len,
+			const char *label, uint8_t *out, size_t len)
+{
+	return kg_tls13_expand_label(digest_name(ssl), secret, secret_len, label, out, len);
 }
 
 /* TLS 1.2 key block: PRF(master, "key expansion", server_random + client_random). */
@@ -205,8 +211,8 @@ static void put_be64(uint8_t *p, uint64_t v)
 }
 
 /* key, and iv = the 12-byte static nonce (TLS 1.3, ChaCha) or 4-byte salt (1.2 GCM). */
-static socklen_t fill_info(union kg_crypto_info *ci, int cipher, bool tls13,
-			   const uint8_t *key, const uint8_t *iv, uint64_t seq)
+socklen_t kg_ktls_fill_info(union kg_crypto_info *ci, int cipher, bool tls13,
+			    const uint8_t *key, const uint8_t *iv, uint64_t seq)
 {
 	uint16_t version = tls13 ? TLS_1_3_VERSION : TLS_1_2_VERSION;
 	uint8_t seq_be[8];
@@ -265,10 +271,10 @@ static int derive_tls13(SSL *ssl, int cipher, const struct kg_ktls_secrets *s,
 	}
 	if (kg_tls13_key_iv(ssl, s->server, s->secret_len, key, klen, iv) < 0)
 		goto fail;
-	out->len = fill_info(&out->tx, cipher, true, key, iv, s->tx_records);
+	out->len = kg_ktls_fill_info(&out->tx, cipher, true, key, iv, s->tx_records);
 	if (kg_tls13_key_iv(ssl, s->client, s->secret_len, key, klen, iv) < 0)
 		goto fail;
-	fill_info(&out->rx, cipher, true, key, iv, s->rx_records);
+	kg_ktls_fill_info(&out->rx, cipher, true, key, iv, s->rx_records);
 	rc = 0;
 fail:
 	if (rc < 0)
@@ -289,9 +295,9 @@ static int derive_tls12(SSL *ssl, int cipher, const struct kg_ktls_secrets *s,
 		snprintf(why, whylen, "TLS 1.2 key block derivation failed");
 		return -1;
 	}
-	out->len = fill_info(&out->tx, cipher, false, block + klen, block + 2 * klen + ivlen,
+	out->len = kg_ktls_fill_info(&out->tx, cipher, false, block + klen, block + 2 * klen + ivlen,
 			     s->tx_records);
-	fill_info(&out->rx, cipher, false, block, block + 2 * klen, s->rx_records);
+	kg_ktls_fill_info(&out->rx, cipher, false, block, block + 2 * klen, s->rx_records);
 	OPENSSL_cleanse(block, sizeof(block));
 	return 0;
 }

@@ -47,4 +47,10 @@ int kg_ktls_derive(SSL *ssl, const struct kg_ktls_secrets *s, struct kg_ktls_par
 int kg_tls13_key_iv(SSL *ssl, const uint8_t *secret, size_t secret_len, uint8_t *key,
 		    size_t key_len, uint8_t iv[12]);
 size_t kg_ktls_key_len(int cipher);
+/* HKDF-Expand-Label(secret, label, "", len) with digest md ("SHA256", ...). */
+int kg_tls13_expand_label(const char *md, const uint8_t *secret, size_t secret_len,
+			  const char *label, uint8_t *out, size_t len);
+/* The kernel's crypto_info for one direction; returns its size. */
+socklen_t kg_ktls_fill_info(union kg_crypto_info *ci, int cipher, bool tls13,
+			    const uint8_t *key, const uint8_t *iv, uint64_t seq);
 #endif

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/tls.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -163,6 +165,87 @@ static int record_type(struct msghdr *msg)
 	return TLS_RT_DATA;
 }
 
+#define KG_MAX_KEY_UPDATES_PER_S 8 /* as on the userspace relay */
+
+/* True (and closing) when the client sends more than the userspace relay
+ * allows: each one costs us a derivation and a setsockopt. */
+static bool key_update_flood(struct kg_conn *c)
+{
+	uint64_t now = kg_now_ms();
+
+	if (now - c->key_update_window_ms >= 1000) {
+		c->key_update_window_ms = now;
+		c->key_updates = 0;
+	}
+	if (++c->key_updates <= KG_MAX_KEY_UPDATES_PER_S)
+		return false;
+	kg_peer_setf(c, KG_PEER_DETAIL, "more than %d TLS KeyUpdates in one second",
+		     KG_MAX_KEY_UPDATES_PER_S);
+	kg_conn_close(c, "key_update_flood");
+	return true;
+}
+
+static void rekey_failed(struct kg_conn *c, const char *why)
+{
+	kg_peer_setf(c, KG_PEER_DETAIL, "client %s", why);
+	kg_log_msg(KG_LOG_WARN, "ktls_control", "conn %llu: %s", (unsigned long long)c->id,
+		   kg_peer_get(c, KG_PEER_DETAIL));
+	kg_conn_close(c, "ktls_error");
+}
+
+/* Our KeyUpdate goes out only while nothing of ours is on its way to the
+ * client: between two pipe loads of the backend direction. True when done
+ * (or no longer needed), false to be retried by the backend direction. */
+static bool send_our_key_update(struct kg_conn *c)
+{
+	struct kg_ktls_rekey *rk = c->sp->rekey;
+	uint8_t step = c->sp->b2c.step;
+	char why[160];
+	int rc;
+
+	if (!rk || !rk->tx_wanted)
+		return true;
+	if (step == KG_SP_DONE) { /* close_notify is ours already: no more records */
+		rk->tx_wanted = false;
+		return true;
+	}
+	if (step == KG_SP_OUT || step == KG_SP_POLL_OUT)
+		return false; /* mid-load: on_splice_out hands over when it drains */
+	rc = kg_ktls_rekey_tx(rk, c->cfd, &kg_ktls_sys_real, why, sizeof(why));
+	if (rc == -EAGAIN)
+		return false;
+	if (rc < 0) {
+		rekey_failed(c, why);
+		return false;
+	}
+	return true;
+}
+
+/* Linux >= 6.14: the kernel paused decryption after this record (reads
+ * fail with EKEYEXPIRED) until TLS_RX gets the client's next key. */
+static void client_key_update(struct kg_conn *c, size_t len)
+{
+	struct kg_ktls_rekey *rk = c->sp->rekey;
+	bool requested;
+	char why[160];
+
+	if (key_update_flood(c))
+		return;
+	if (kg_ktls_key_update_parse(c->sp->ctrl->data, len, &requested) < 0) {
+		rekey_failed(c, "KeyUpdate: malformed message");
+		return;
+	}
+	if (kg_ktls_rekey_rx(rk, c->cfd, &kg_ktls_sys_real, why, sizeof(why)) < 0) {
+		rekey_failed(c, why);
+		return;
+	}
+	if (requested)
+		rk->tx_wanted = true;
+	if (!send_our_key_update(c) && c->state == KG_CS_CLOSING)
+		return;
+	splice_in(c, &c->sp->c2b);
+}
+
 static void client_control_record(struct kg_conn *c, int res)
 {
 	struct kg_ktls_ctrl *cr = c->sp->ctrl;
@@ -186,6 +269,10 @@ static void client_control_record(struct kg_conn *c, int res)
 		c2b_eof(c); /* close_notify */
 		return;
 	}
+	if (type == TLS_RT_HANDSHAKE && cr->data[0] == TLS_HS_KEY_UPDATE && c->sp->rekey) {
+		client_key_update(c, (size_t)res);
+		return;
+	}
 	if (type == TLS_RT_ALERT && res >= 2)
 		kg_peer_setf(c, KG_PEER_DETAIL, "client alert %u (level %u)",
 			 cr->data[1], cr->data[0]);
@@ -198,17 +285,35 @@ static void client_control_record(struct kg_conn *c, int res)
 	kg_conn_close(c, type == TLS_RT_ALERT ? "client_alert" : "client_keyupdate");
 }
 
+/* A fresh pipe load for the client: our KeyUpdate, if owed, goes first. */
+static void b2c_load_out(struct kg_conn *c, struct kg_splice_dir *d)
+{
+	d->step = KG_SP_IDLE; /* nothing of ours in flight to the client */
+	if (send_our_key_update(c)) {
+		splice_out(c, d);
+		return;
+	}
+	if (c->state != KG_CS_CLOSING)
+		poll_fd(c, d, c->cfd, POLLOUT, KG_SP_POLL_REKEY);
+}
+
 static void on_splice_in(struct kg_conn *c, struct kg_splice_dir *d, int res)
 {
 	bool from_client = d == &c->sp->c2b;
 
 	if (res > 0) {
 		d->in_pipe = (uint32_t)res;
-		splice_out(c, d);
+		if (from_client)
+			splice_out(c, d);
+		else
+			b2c_load_out(c, d);
 	} else if (res == 0) {
 		from_client ? c2b_eof(c) : b2c_eof(c);
 	} else if (res == -EAGAIN) {
 		wait_readable(c, d);
+	} else if (from_client && res == -EKEYEXPIRED) {
+		/* 6.14+: a KeyUpdate we did not see (cannot happen: we read it). */
+		rekey_failed(c, "KeyUpdate: RX key expired before it was read");
 	} else if (from_client && (res == -EINVAL || res == -EIO)) {
 		read_control_record(c); /* kTLS stops splicing at a non-data record */
 	} else {
@@ -218,11 +323,28 @@ static void on_splice_in(struct kg_conn *c, struct kg_splice_dir *d, int res)
 	}
 }
 
+/* Linux 6.1 kTLS, sendpage path: a splice that fills a record on a pipe
+ * buffer flagged MSG_SENDPAGE_NOTLAST queues that record in TCP without a
+ * push, and if the next buffer then finds the send buffer full (TCP memory
+ * pressure shrinks sk_sndbuf to half of what is queued) the splice returns
+ * early or EAGAIN. The record stays corked with nothing in flight: no ACK
+ * will come, so the socket never turns writable and POLLOUT never fires.
+ * Setting TCP_NODELAY (again) runs tcp_push_pending_frames(): the record
+ * leaves, its ACK frees the space and wakes our poll. */
+static void push_corked(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 static void on_splice_out(struct kg_conn *c, struct kg_splice_dir *d, int res)
 {
 	bool to_backend = d == &c->sp->c2b;
 
 	if (res == -EAGAIN) {
+		if (!to_backend) /* plain TCP pushes before it reports EAGAIN */
+			push_corked(d->dst);
 		poll_fd(c, d, d->dst, POLLOUT, KG_SP_POLL_OUT);
 		return;
 	}
@@ -283,6 +405,9 @@ static void on_dir_cqe(struct kg_conn *c, struct kg_splice_dir *d, int res)
 		return;
 	case KG_SP_CTRL_FWD:
 		on_ctrl_forwarded(c, res);
+		return;
+	case KG_SP_POLL_REKEY:
+		b2c_load_out(c, d);
 		return;
 	default:
 		return;
@@ -351,16 +476,19 @@ void kg_splice_conn_free(struct kg_conn *c)
 	if (sp->ctrl)
 		OPENSSL_cleanse(sp->ctrl, sizeof(*sp->ctrl)); /* may hold client plaintext */
 	free(sp->ctrl);
+	kg_ktls_rekey_free(sp->rekey); /* cleanses the secrets */
+	sp->rekey = NULL;
 	c->sp = NULL;
 }
 
-void kg_relay_splice_begin(struct kg_conn *c)
+void kg_relay_splice_begin(struct kg_conn *c, struct kg_ktls_rekey *rk)
 {
 	struct kg_splice_conn *sp = &c->splice;
 
 	release_userspace_buffers(c);
 	c->sp = sp;
 	sp->ctrl = NULL;
+	sp->rekey = rk;
 	sp->c2b = (struct kg_splice_dir){ .src = c->cfd, .dst = c->bfd, .pipe_rd = -1, .pipe_wr = -1 };
 	sp->b2c = (struct kg_splice_dir){ .src = c->bfd, .dst = c->cfd, .pipe_rd = -1, .pipe_wr = -1 };
 	if (make_pipe(&sp->c2b) < 0 || make_pipe(&sp->b2c) < 0) {

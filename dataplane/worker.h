@@ -18,6 +18,7 @@ struct kg_runtime {
 	struct kg_gen *gen;    /* the generation workers start with */
 	bool ktls;             /* hand sessions to kernel TLS when the cipher allows */
 	unsigned ktls_ciphers; /* KG_KTLS_BIT_* the kernel accepts for TX and RX */
+	bool ktls_rekey;       /* the kernel takes new TLS 1.3 keys on a live socket */
 };
 
 

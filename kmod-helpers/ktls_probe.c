@@ -98,6 +98,10 @@ static void probe_cipher(struct kg_ktls_caps *caps, enum kg_ktls_cipher c)
 	}
 	caps->tx[c] = try_crypto(fds[0], TLS_TX, c) == 0;
 	caps->rx[c] = try_crypto(fds[0], TLS_RX, c) == 0;
+	/* Rekey (6.14+): a second TLS_RX with the same version and cipher is a
+	 * new key; older kernels refuse any second one (EBUSY). */
+	if (caps->rx[c] && !caps->rekey)
+		caps->rekey = try_crypto(fds[0], TLS_RX, c) == 0;
 	close_pair(fds);
 }
 
@@ -136,5 +140,5 @@ void kg_ktls_caps_describe(const struct kg_ktls_caps *caps, char *buf, size_t le
 		if (caps->tx[c] && caps->rx[c])
 			n += (size_t)snprintf(buf + n, len - n, " %s", cipher_names[c]);
 	if (n < len)
-		snprintf(buf + n, len - n, ")");
+		snprintf(buf + n, len - n, "; rekey: %s)", caps->rekey ? "yes" : "no");
 }

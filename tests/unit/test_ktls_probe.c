@@ -25,6 +25,8 @@ int main(int argc, char **argv)
 		CHECK(caps.tx[KG_KTLS_AES_256_GCM] && caps.rx[KG_KTLS_AES_256_GCM]);
 		CHECK_CONTAINS(desc, "available (");
 		CHECK_CONTAINS(desc, "AES-128-GCM AES-256-GCM");
+		/* The rekey probe must tell, either way; the guest (6.1) cannot. */
+		CHECK_CONTAINS(desc, caps.rekey ? "; rekey: yes)" : "; rekey: no)");
 		return T_DONE();
 	}
 	if (caps.available) {
