@@ -26,6 +26,7 @@
 #include "log.h"
 #include "options.h"
 #include "privdrop.h"
+#include "ticket_keys.h"
 #include "worker.h"
 
 #define EXIT_CONFIG 2
@@ -439,5 +440,6 @@ int main(int argc, char **argv)
 	free(log_file);
 	kg_daemon_free_runtime(&d);
 	kg_gen_unref(rt.gen);
+	kg_ticket_keys_free();
 	return status;
 }
