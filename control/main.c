@@ -419,9 +419,11 @@ int main(int argc, char **argv)
 		die(err);
 	char *log_file = rt.gen->cfg.log_file ? strdup(rt.gen->cfg.log_file) : NULL;
 	start_workers(workers, nworkers);
+	/* Before the control thread runs: a commit there publishes a new
+	 * generation and may free the one log_start reads. */
+	log_start(&rt, nworkers);
 	if (ctl && kg_ctl_start(ctl) != 0)
 		die("cannot start the control thread");
-	log_start(&rt, nworkers);
 	kg_log_msg(KG_LOG_INFO, "ready", "accepting connections");
 	notify("READY=1\nSTATUS=accepting connections");
 	wait_for_stop(&sigs, &d, log_file);
