@@ -288,7 +288,7 @@ static void warn_if_world_readable(const struct kg_file *f)
 	struct stat st;
 
 	if (!f->path || kg_overlay_get(f->path, NULL) || stat(f->path, &st) < 0 ||
-	    !(st.st_mode & S_IROTH))
+	    !S_ISREG(st.st_mode) || !(st.st_mode & S_IROTH))
 		return;
 	kg_log_msg(KG_LOG_WARN, "secret_readable",
 		   "file=%s mode=%04o: a private key or passphrase readable by every user (chmod o-r)",
