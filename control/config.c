@@ -25,6 +25,7 @@ void kg_config_defaults(struct kg_config *c)
 	c->idle_timeout_ms = 300000;
 	c->connect_timeout_ms = 5000;
 	c->drain_timeout_ms = 30000;
+	c->ticket_key_rotation_ms = 3600 * 1000;
 	c->kill_revoked_on_crl_update = true;
 }
 

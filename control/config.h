@@ -140,6 +140,8 @@ struct kg_config {
 	unsigned max_conns; /* per worker */
 	unsigned max_conns_per_source; /* live connections per client IP, whole process; 0: no cap */
 	unsigned handshake_timeout_ms, idle_timeout_ms, connect_timeout_ms, drain_timeout_ms;
+	unsigned ticket_key_rotation_ms; /* session ticket key lifetime; the previous key
+					  * still decrypts for one more interval */
 	bool kill_revoked_on_crl_update;
 	struct kg_listener_spec *listeners;
 	size_t nlisteners;

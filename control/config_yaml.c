@@ -871,6 +871,15 @@ static int g_timeouts(struct yctx *y, const struct ynode *v, const char *key, vo
 	return WALK(y, v, key, keys, obj);
 }
 
+static int g_ticket_rotation(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	unsigned *ms = &((struct kg_config *)obj)->ticket_key_rotation_ms;
+
+	if (set_duration(y, v, key, ms) < 0)
+		return -1;
+	return *ms < 1000 ? fail(y, v, key, "at least 1s") : 0;
+}
+
 static int g_kill_revoked(struct yctx *y, const struct ynode *v, const char *key, void *obj)
 {
 	return set_bool(y, v, key, &((struct kg_config *)obj)->kill_revoked_on_crl_update);
@@ -883,6 +892,7 @@ static const struct ykey global_keys[] = {
 	{ "max_connections", g_max_conns }, { "timeouts", g_timeouts },
 	{ "max_connections_per_source", g_max_per_source },
 	{ "kill_revoked_on_crl_update", g_kill_revoked },
+	{ "ticket_key_rotation", g_ticket_rotation },
 };
 
 /* ---- rules ---- */

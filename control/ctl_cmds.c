@@ -427,6 +427,6 @@ json_t *kg_ctl_dispatch(struct kg_daemon *d, json_t *req)
 		return kg_ctl_error("missing \"cmd\"");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(commands[i].cmd, cmd) == 0)
-			return commands[i].handler(d, req);
+			return d ? commands[i].handler(d, req) : kg_ctl_error("no daemon to ask");
 	return kg_ctl_error("unknown command '%.64s' (try \"show info\")", cmd);
 }

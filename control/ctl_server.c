@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,17 +38,6 @@ struct kg_ctl {
 	pthread_t thread;
 	struct ctl_client clients[KG_CTL_MAX_CLIENTS];
 };
-
-json_t *kg_ctl_error(const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	return json_pack("{s:b, s:s}", "ok", 0, "error", msg);
-}
 
 /* Another ktlsgate still answering on path must not lose its socket. */
 static bool socket_alive(const struct sockaddr_un *sa)
@@ -144,20 +132,17 @@ static void send_reply(struct ctl_client *c, json_t *reply)
 	free(text);
 }
 
-static void answer_line(struct kg_ctl *ctl, struct ctl_client *c, const char *line)
-{
-	json_error_t jerr;
-	json_t *req = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
-	json_t *reply;
+struct line_ctx {
+	struct kg_ctl *ctl;
+	struct ctl_client *c;
+};
 
-	if (!req)
-		reply = kg_ctl_error("bad JSON at column %d: %s", jerr.column, jerr.text);
-	else if (!json_is_object(req))
-		reply = kg_ctl_error("a request must be a JSON object with \"cmd\"");
-	else
-		reply = kg_ctl_dispatch(ctl->d, req);
-	json_decref(req);
-	send_reply(c, reply);
+static void answer_line(void *arg, const char *line, size_t len)
+{
+	struct line_ctx *lc = arg;
+	json_t *reply = kg_ctl_answer(lc->ctl->d, line, len);
+
+	send_reply(lc->c, reply);
 	json_decref(reply);
 }
 
@@ -238,21 +223,18 @@ static bool grow(struct ctl_client *c, size_t need)
 /* Answers every complete line; false when the client must go. */
 static bool serve_lines(struct kg_ctl *ctl, struct ctl_client *c)
 {
-	char *nl;
+	struct line_ctx lc = { ctl, c };
+	size_t used;
 
-	while ((nl = memchr(c->buf, '\n', c->len))) {
-		*nl = '\0';
-		if (c->denied) {
-			json_t *r = kg_ctl_error("%s", c->denied);
-			send_reply(c, r);
-			json_decref(r);
-			return false;
-		}
-		answer_line(ctl, c, c->buf);
-		size_t used = (size_t)(nl + 1 - c->buf);
-		memmove(c->buf, nl + 1, c->len - used);
-		c->len -= used;
+	if (c->denied && memchr(c->buf, '\n', c->len)) {
+		json_t *r = kg_ctl_error("%s", c->denied);
+		send_reply(c, r);
+		json_decref(r);
+		return false;
 	}
+	used = c->denied ? 0 : kg_ctl_frame(c->buf, c->len, answer_line, &lc);
+	memmove(c->buf, c->buf + used, c->len - used);
+	c->len -= used;
 	if (c->len > KG_CTL_MAX_REQUEST) {
 		json_t *r = kg_ctl_error("request over %u bytes", KG_CTL_MAX_REQUEST);
 		send_reply(c, r);

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "options.h"
 #include "privdrop.h"
+#include "ticket_keys.h"
 #include "worker.h"
 
 #define EXIT_CONFIG 2
@@ -425,9 +426,11 @@ int main(int argc, char **argv)
 		die(err);
 	char *log_file = rt.gen->cfg.log_file ? strdup(rt.gen->cfg.log_file) : NULL;
 	start_workers(workers, nworkers);
+	/* Before the control thread runs: a commit there publishes a new
+	 * generation and may free the one log_start reads. */
+	log_start(&rt, nworkers);
 	if (ctl && kg_ctl_start(ctl) != 0)
 		die("cannot start the control thread");
-	log_start(&rt, nworkers);
 	kg_log_msg(KG_LOG_INFO, "ready", "accepting connections");
 	kg_daemon_notify("READY=1\nSTATUS=accepting connections");
 	wait_for_stop(&sigs, &d, log_file);
@@ -447,5 +450,6 @@ int main(int argc, char **argv)
 	free(log_file);
 	kg_daemon_free_runtime(&d);
 	kg_gen_unref(rt.gen);
+	kg_ticket_keys_free();
 	return status;
 }

@@ -1,6 +1,7 @@
 #include "tlsctx.h"
 
 #include "certtext.h"
+#include "log.h"
 #include "overlay.h"
 
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define KG_TLS12_CIPHERS                                                   \
 	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"       \
@@ -269,6 +271,20 @@ static int check_chain_order(const struct kg_file *where, const struct kg_server
 	return 0;
 }
 
+/* A secret that other users can read is a mistake worth one line, not a
+ * refusal: the operator may have reasons (a read-only image, a test box). */
+static void warn_if_world_readable(const struct kg_file *f)
+{
+	struct stat st;
+
+	if (!f->path || kg_overlay_get(f->path, NULL) || stat(f->path, &st) < 0 ||
+	    !S_ISREG(st.st_mode) || !(st.st_mode & S_IROTH))
+		return;
+	kg_log_msg(KG_LOG_WARN, "secret_readable",
+		   "file=%s mode=%04o: a private key or passphrase readable by every user (chmod o-r)",
+		   f->path, (unsigned)(st.st_mode & 07777));
+}
+
 int kg_tls_load_identity(const struct kg_identity_spec *s, struct kg_server_id *out, char *err,
 			 size_t errlen)
 {
@@ -277,6 +293,8 @@ int kg_tls_load_identity(const struct kg_identity_spec *s, struct kg_server_id *
 	int rc = -1;
 
 	memset(out, 0, sizeof(*out));
+	warn_if_world_readable(s->pkcs12.path ? &s->pkcs12 : &s->key);
+	warn_if_world_readable(&s->passphrase_file);
 	if (s->passphrase_file.path &&
 	    read_passphrase(&s->passphrase_file, pass, sizeof(pass), err, errlen) < 0)
 		return -1;

@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "log.h"
 #include "policy.h"
+#include "ticket_keys.h"
 
 static int conn_ex_index = -1;
 static pthread_once_t ex_index_once = PTHREAD_ONCE_INIT;
@@ -184,8 +185,20 @@ static SSL_TICKET_RETURN ticket_cb(SSL *ssl, SSL_SESSION *sess, const unsigned c
 	return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
 }
 
+/* Tickets are sealed with the process-wide keys (ticket_keys.c), rotated on
+ * the interval of the connection's generation. */
+static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
+			 EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+	struct kg_conn *c = SSL_get_ex_data(ssl, conn_ex_index);
+
+	return kg_ticket_key_cb(ssl, name, iv, cctx, hctx, enc,
+				c ? c->gen->cfg.ticket_key_rotation_ms : 0);
+}
+
 void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route)
 {
+	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
 	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
 	SSL_CTX_set_cert_verify_callback(ctx, verify_chain_cb, route);
 	SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_cb, NULL);

@@ -33,7 +33,10 @@ struct kg_splice_dir {
 struct kg_ktls_ctrl {
 	struct msghdr msg;               /* control records, both ways */
 	struct iovec iov;
-	union { char buf[CMSG_SPACE(sizeof(uint8_t))]; struct cmsghdr align; } cmsg;
+	/* Aligned for a cmsghdr without embedding one: glibc's struct cmsghdr
+	 * ends in a flexible array, which clang rejects inside a union that is
+	 * not last (-Wgnu-variable-sized-type-not-at-end). */
+	struct { _Alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(uint8_t))]; } cmsg;
 	uint32_t len, off;
 	uint8_t data[KG_CTRL_MAX];
 };

@@ -54,9 +54,11 @@ static void post(struct kg_worker *w, struct kg_wmsg *m)
 	while (*tail)
 		tail = &(*tail)->next;
 	*tail = m;
-	pthread_mutex_unlock(&w->box_lock);
+	/* Under the lock: once the worker has closed its box it closes wake_fd,
+	 * and a write after that could land on a reused descriptor. */
 	ssize_t unused = write(w->wake_fd, &one, sizeof(one));
 	(void)unused;
+	pthread_mutex_unlock(&w->box_lock);
 }
 
 void kg_worker_post(struct kg_worker *w, struct kg_wmsg *m)

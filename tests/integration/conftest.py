@@ -16,7 +16,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
-BIN = os.environ.get("KTLSGATE_BIN", os.path.join(ROOT, "build", "ktlsgate"))
+BIN = os.path.abspath(os.environ.get("KTLSGATE_BIN", os.path.join(ROOT, "build", "ktlsgate")))
 SANITIZED = bool(os.environ.get("KTLSGATE_SANITIZED"))
 
 

@@ -125,6 +125,12 @@ def test_bad_requests(pki, echo_backend, start_daemon):
     assert json.loads(raw(b"[1,2]\n"))["error"].startswith("a request must be a JSON object")
     assert json.loads(raw(b'{"nocmd":1}\n'))["error"] == 'missing "cmd"'
     assert "unknown command" in json.loads(raw(b'{"cmd":"format disk"}\n'))["error"]
+    # The reply quotes 64 bytes of the name: cutting an "é" in half must
+    # still give a reply (found by tests/fuzz/fuzz_ctl.c).
+    cut = json.loads(raw(json.dumps({"cmd": "x" + "\u00e9" * 40}).encode() + b"\n"))["error"]
+    assert cut.startswith("unknown command 'x" + "\u00e9" * 31 + "?'"), cut
+    # A NUL byte in the line is bad JSON, not a command cut short at the NUL.
+    assert json.loads(raw(b'{"cmd":"show info"}\x00x\n'))["error"].startswith("bad JSON")
     assert "missing \"name\"" in json.loads(raw(b'{"cmd":"cert begin"}\n'))["error"]
     assert "give \"id\"" in json.loads(raw(b'{"cmd":"conn kill"}\n'))["error"]
     assert "positive integer" in json.loads(raw(b'{"cmd":"conn kill","id":"x"}\n'))["error"]

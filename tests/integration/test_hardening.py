@@ -252,12 +252,13 @@ def test_tls13_key_updates_ok_but_a_flood_is_cut(pki, echo_backend, start_daemon
     c.close()
     assert "end=client_eof" in last_access(d, 1) or "end=client_reset" in last_access(d, 1)
     flood = libssl_client.Client(pki, port)
-    # Keep sending until the daemon cuts us (writes then fail). Socket buffers
-    # absorb thousands of these small records, so a count is no proof; time is.
-    deadline = time.time() + 20
+    sent, deadline = 0, time.time() + 20
+    # Until the daemon closes the connection. Bounded by time, not by a count:
+    # a starved daemon (busy shared machine, sanitizers) may read the first
+    # few only after thousands sit in the socket buffers.
     while time.time() < deadline and flood.key_update():
-        pass
-    assert time.time() < deadline, "the daemon never closed the flooding connection"
+        sent += 1
+    assert time.time() < deadline, f"still open after {sent} KeyUpdates"
     line = last_access(d, 2)
     assert "end=key_update_flood" in line and "more than 8 TLS KeyUpdates in one second" in line
     flood.close()

@@ -46,9 +46,14 @@ def test_unknown_user_is_a_start_error(pki):
 @root_only
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="setpriv (util-linux) missing")
 def test_non_root_cannot_name_another_user(pki, tmp_path):
-    for f in os.listdir(pki):
-        os.chmod(os.path.join(pki, f), 0o644)
-    os.chmod(pki, 0o755)
+    # A readable copy: the session's PKI keeps its keys private (0600).
+    pub = tmp_path / "pki"
+    shutil.copytree(pki, pub)
+    for f in os.listdir(pub):
+        os.chmod(pub / f, 0o644)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(pub, 0o755)
+    pki = str(pub)
     r = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
                         BIN, "--listen", f"127.0.0.1:{free_port()}",
                         "--cert", f"{pki}/server-ecdsa-chain.crt", "--key", f"{pki}/server-ecdsa.key",

@@ -121,6 +121,7 @@ def server_identities_for_sni(out, inter, inter_key):
     passphrase = b"correct horse battery staple"
     with open(os.path.join(out.d, "server-pass.txt"), "wb") as f:
         f.write(passphrase + b"\n")
+    os.chmod(os.path.join(out.d, "server-pass.txt"), 0o600)  # a secret, like the keys
     alpha_key = ec_key()
     alpha = build(name("alpha.test"), alpha_key, inter, inter_key,
                   eku=[ExtendedKeyUsageOID.SERVER_AUTH], sans=(x509.DNSName("alpha.test"),))
