@@ -731,3 +731,36 @@ def test_fd_exhaustion_backs_off_logs_rarely_and_recovers(pki, echo_backend, sta
     still_serves(pki, port)  # accepting again once fds are back
     assert time.time() - t1 < 5 * SLOW
     live.close()
+
+
+def test_backend_that_never_reads_is_bounded_then_idle_closed(pki, start_daemon):
+    """A client uploads into a backend that never reads: the daemon's buffers
+    stay bounded (backpressure reaches the client), then the idle timeout ends it."""
+    stop = threading.Event()
+
+    def never_read(backend, c):
+        stop.wait(30)
+
+    b = Backend(never_read)
+    d, port = start_daemon(b.addr, "--idle-timeout", "2")
+    base = rss_kib(d.proc.pid)
+    s = tlsclient.connect(tlsclient.context(pki), port)
+    s.settimeout(0.5)
+    chunk, sent = os.urandom(1 << 16), 0
+    deadline = time.time() + 8
+    while time.time() < deadline:
+        try:
+            sent += s.send(chunk)
+        except (socket.timeout, ssl.SSLWantWriteError):
+            continue
+        except (OSError, ssl.SSLError):
+            break  # closed by the idle timeout
+    grown = rss_kib(d.proc.pid) - base
+    print(f"backend that never reads: client got {sent} bytes in, RSS grew {grown} KiB")
+    assert sent < 64 * MIB, "backpressure must stop the client"
+    assert grown < (48 if SANITIZED else 8) * 1024, f"RSS grew {grown} KiB"
+    line = [l for l in d.wait_access(1, timeout=10) if "end=idle_timeout" in l]
+    assert line, d.text()[-2000:]
+    s.close()
+    stop.set()
+    b.close()
