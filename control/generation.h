@@ -18,6 +18,8 @@ struct kg_site {
 	struct kg_client_trust trust;
 	struct kg_policy *policy;
 	const char *label; /* the site's first name, or "default" */
+	struct kg_upstream *up; /* backend_tls; NULL: plain TCP to the backends */
+	unsigned index;    /* in its listener's sites[] */
 };
 
 struct kg_listener_rt;

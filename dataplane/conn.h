@@ -23,6 +23,7 @@ struct kg_buf {
 enum kg_conn_state {
 	KG_CS_HANDSHAKE,
 	KG_CS_CONNECTING,
+	KG_CS_UPSTREAM, /* TLS handshake with the backend (backend_tls) */
 	KG_CS_RELAY,
 	KG_CS_LINGER,  /* refusal sent: drain the client's bytes, then close */
 	KG_CS_CLOSING, /* waiting for in-flight operations before freeing */
@@ -52,6 +53,8 @@ struct kg_peer_info {
 	const char *version;
 	const char *cipher;
 	bool resumed;
+	const char *up_version;     /* TLS towards the backend, when backend_tls is set */
+	bool up_resumed;
 };
 
 struct kg_conn {
@@ -74,9 +77,16 @@ struct kg_conn {
 	bool be_shut_posted, cli_shut_posted;
 	bool close_after_flush;
 
-	SSL *ssl;
+	SSL *ssl;                   /* NULL on a listen_tls: false listener */
 	BIO *rbio, *wbio;           /* memory BIOs: the ring does the socket I/O */
 	int verify_err;             /* first X509 error seen by the verify callback */
+
+	SSL *ussl;                  /* TLS to the backend (backend_tls), same memory BIOs */
+	BIO *urbio, *uwbio;
+	int up_verify_err;          /* first X509 error about the backend's chain */
+	unsigned up_backend;        /* which of the site's backends: the session cache key */
+	bool up_cert_asked;         /* the backend sent a CertificateRequest */
+	bool up_data_seen;          /* the backend sent application data */
 
 	struct kg_buf cin, cout;    /* TLS bytes from / to the client */
 	struct kg_buf bin, bout;    /* plaintext from / to the backend */
@@ -139,6 +149,27 @@ void kg_backend_connect(struct kg_conn *c);
 void kg_backend_on_connect(struct kg_conn *c, int res);
 /* The PROXY v2 header went out (or failed): start relaying. */
 void kg_backend_on_header_sent(struct kg_conn *c, int res);
+/* The backend is connected (and its TLS handshake done): PROXY v2, relay. */
+void kg_backend_ready(struct kg_conn *c);
+
+/* TLS towards the backend (upstream.c). */
+void kg_up_start(struct kg_conn *c);
+void kg_up_on_cqe(struct kg_conn *c, enum kg_op op, int res);
+/* Moves what OpenSSL wrote for the backend into bout and sends it. */
+void kg_up_flush(struct kg_conn *c);
+/* Keeps the backend's newest resumable session for the next connection. */
+void kg_up_keep_session(struct kg_conn *c);
+/* Refuses: result=upstream_*, one log line, close_notify/FIN to the client. */
+void kg_up_refuse(struct kg_conn *c, const char *reason);
+/* A TLS error from the backend before its first byte of data: why. */
+const char *kg_up_late_reason(struct kg_conn *c);
+void kg_up_cache_free(struct kg_worker *w);
+/* handshake.c: the access log's reason for an X509 verify error. */
+const char *kg_hs_verify_reason(int e);
+/* relay_user.c: TLS 1.3 KeyUpdate flood guard, shared with relay_up.c. */
+void kg_relay_watch_key_updates(struct kg_conn *c);
+bool kg_relay_key_update_flood(struct kg_conn *c);
+
 /* Installs the dataplane's handshake callbacks on a generation's context. */
 void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route);
 #endif

@@ -36,6 +36,7 @@ struct kg_listener {
 } KG_ALIGNED;
 
 struct kg_conn;
+struct kg_up_cache;
 
 struct kg_worker {
 	unsigned id;
@@ -55,6 +56,7 @@ struct kg_worker {
 	struct kg_conn *conns;      /* intrusive list of live connections */
 	unsigned nconns;
 	unsigned backend_rr;
+	struct kg_up_cache *up_cache; /* backend TLS sessions, this worker's own */
 	uint64_t next_conn_id;
 	bool draining;
 	uint64_t drain_deadline_ms;
