@@ -18,6 +18,7 @@ from conftest import Backend, ROOT, free_port
 sys.path.insert(0, os.path.join(ROOT, "tests", "pki"))
 import gen_pki  # noqa: E402
 from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
 
 MIB = 1 << 20
@@ -45,14 +46,22 @@ def upki(tmp_path_factory):
                              sans=(x509.DNSName(cn),), **kw)
         out.cert(f"{fname}.crt", cert)
         out.key(f"{fname}.key", key)
+        return cert
 
     server("api", "api.internal")
+    revoked = server("revoked", "api.internal")
+    out.crl("up-root.crl", root, root_key, revoked=(revoked.serial_number,))
     server("wrong-name", "other.internal")
     server("unknown-ca", "api.internal", other, other_key)
     server("expired", "api.internal", not_before=gen_pki.NOW - 40 * gen_pki.DAY,
            not_after=gen_pki.NOW - gen_pki.DAY)
     # ktlsgate's client certificate, issued by the upstream's root.
-    gen_pki.client_leaf(out, "kg-client", "ktlsgate.gateway", root, root_key)
+    kg = gen_pki.client_leaf(out, "kg-client", "ktlsgate.gateway", root, root_key)
+    with open(f"{d}/kg-client.key", "rb") as f:
+        kg_key = serialization.load_pem_private_key(f.read(), None)
+    out.pkcs12("kg-client.p12", kg_key, kg, [], b"upstream secret")
+    with open(f"{d}/kg-pass.txt", "w") as f:
+        f.write("upstream secret\n")
     return d
 
 
@@ -346,3 +355,50 @@ def test_egress_refusal_closes_the_plain_client(upki, upstream, start_config):
     assert s.recv(100) == b""  # FIN, nothing relayed
     s.close()
     assert "result=upstream_unknown_ca" in access(d)
+
+
+def test_upstream_certificate_revoked_by_crl(pki, upki, upstream, start_config):
+    up = upstream(cert="revoked")
+    text = GATEWAY.replace("verify_name: {name}", "verify_name: {name}\n      crl: {upki}/up-root.crl")
+    d, port, _ = start_config(text, upki=upki, backend=up.addr, name="api.internal", pp2="false",
+                              client=CLIENT.format(upki=upki))
+    assert refused_client(pki, port) == b""
+    assert "result=upstream_certificate_revoked" in access(d)
+    # The same CRL lets a good upstream certificate through.
+    good = upstream()
+    d, port, _ = start_config(text, upki=upki, backend=good.addr, name="api.internal",
+                              pp2="false", client=CLIENT.format(upki=upki))
+    assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
+
+
+def test_pkcs12_client_identity(pki, upki, upstream, start_config):
+    up = upstream()
+    client = "pkcs12: {upki}/kg-client.p12\n      passphrase_file: {upki}/kg-pass.txt"
+    d, port, _ = start_config(GATEWAY, upki=upki, backend=up.addr, name="api.internal",
+                              pp2="false", client=client.format(upki=upki))
+    assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
+    assert dict(x[0] for x in up.peers[0]["subject"])["commonName"] == "ktlsgate.gateway"
+
+
+def test_missing_client_cert_file_is_a_startup_error(pki, upki, upstream, start_config):
+    up = upstream()
+    d, port, path = start_config(GATEWAY, ready=False, upki=upki, backend=up.addr,
+                                 name="api.internal", pp2="false",
+                                 client="client_cert: /nonexistent/kg.crt\n"
+                                        "      client_key: /nonexistent/kg.key")
+    assert d.proc.wait(20) != 0
+    assert f"{path}:11:20: client_cert: /nonexistent/kg.crt: No such file or directory" in d.text()
+
+
+def test_upstream_handshake_timeout(pki, upki, start_config):
+    """A backend that accepts and never answers the ClientHello."""
+    silent = Backend(lambda b, c: c.recv(1 << 16) and threading.Event().wait(5))
+    try:
+        text = GATEWAY.replace("global:\n", "global:\n  timeouts: {{ handshake: 500ms }}\n")
+        d, port, _ = start_config(text, upki=upki, backend=silent.addr, name="api.internal",
+                                  pp2="false", client=CLIENT.format(upki=upki))
+        assert refused_client(pki, port) == b""
+        line = access(d)
+        assert "result=upstream_handshake_timeout" in line, line
+    finally:
+        silent.close()
