@@ -1573,22 +1573,6 @@ static int check_plain_listener(struct yctx *y, const struct ynode *m, struct kg
 	return 0;
 }
 
-/* Connections with backend_tls take the userspace relay (kTLS for both
- * sockets is not implemented): a listener that insists on kTLS cannot have them. */
-static int check_ktls_backend_tls(struct yctx *y, const struct ynode *m,
-				  const struct kg_listener_spec *l)
-{
-	const struct kg_backend_tls *b = l->auth.backend_tls;
-
-	for (size_t i = 0; !b && i < l->nsites; i++)
-		b = l->sites[i].auth.backend_tls;
-	if (!b || l->ktls != KG_KTLS_REQUIRED)
-		return 0;
-	return fail(y, find(m, "ktls") ? find(m, "ktls") : m, "ktls",
-		    "required cannot be met with backend_tls (connections with TLS to the "
-		    "backend use the userspace relay); use auto");
-}
-
 static int parse_listener(struct yctx *y, const struct ynode *m, size_t idx,
 			  struct kg_listener_spec *l)
 {
@@ -1620,8 +1604,6 @@ static int parse_listener(struct yctx *y, const struct ynode *m, size_t idx,
 	if (lc.sites && parse_sites(y, lc.sites, l) < 0)
 		return -1;
 named:
-	if (check_ktls_backend_tls(y, m, l) < 0)
-		return -1;
 	if (!l->name) {
 		snprintf(name, sizeof(name), "listener[%zu]", idx);
 		if (!(l->name = strdup(name)))

@@ -271,6 +271,9 @@ static int build_listener(struct kg_gen *g, unsigned index, kg_prepare_ctx_fn pr
 	l->gen = g;
 	if (load_identities(l, err, errlen) < 0 || build_sites(l, err, errlen) < 0)
 		return -1;
+	for (size_t i = 0; prepare && i < l->nsites; i++)
+		if (l->sites[i].up)
+			prepare(l->sites[i].up->ctx, NULL);
 	return build_routes(l, prepare, err, errlen);
 }
 

@@ -63,11 +63,10 @@ static void try_backend(struct kg_conn *c)
 static void start_relay(struct kg_conn *c)
 {
 	if (c->ussl) {
-		/* TLS on the backend side: the userspace relay, both sessions in
-		 * OpenSSL (kTLS for both sockets is not done yet). */
-		c->relay = &kg_relay_up;
-		if (c->kt)
-			kg_ktls_conn_free(c);
+		/* TLS on the backend side: kTLS on both sockets (the backend's
+		 * alone for a plain client) when the kernel has both ciphers,
+		 * else both sessions stay in OpenSSL. */
+		c->relay = kg_ktls_up_wanted(c) ? &kg_relay_ktls : &kg_relay_up;
 	} else if (kg_ktls_wanted(c)) {
 		c->relay = &kg_relay_ktls;
 	} else {

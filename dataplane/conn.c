@@ -121,9 +121,14 @@ static void conn_free(struct kg_conn *c)
 	ring_close_fd(w, c->cfd);
 	ring_close_fd(w, c->bfd);
 	kg_ktls_conn_free(c);
+	kg_ktls_up_free(c);
 	if (c->sp)
 		kg_splice_conn_free(c);
 	SSL_free(c->ssl); /* frees the BIOs too */
+	/* A relay that ended in a reset does not make the backend's session
+	 * bad: keep it resumable (OpenSSL marks it otherwise). */
+	if (c->ussl && c->peer.up_version)
+		SSL_set_shutdown(c->ussl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 	SSL_free(c->ussl);
 	buf_release(&c->cin);
 	buf_release(&c->bout);

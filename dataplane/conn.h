@@ -97,6 +97,7 @@ struct kg_conn {
 
 	const struct kg_relay_ops *relay;
 	struct kg_ktls_conn *kt;    /* handshake-time key capture: freed at handoff */
+	struct kg_ktls_conn *ukt;   /* the same for the backend's TLS (ussl) */
 	struct kg_splice_conn *sp;  /* the kTLS splice relay, from the handoff on */
 	uint64_t start_ms, deadline_ms;
 	uint64_t start_us;          /* handshake latency is measured from accept */
@@ -161,6 +162,8 @@ void kg_up_flush(struct kg_conn *c);
 void kg_up_keep_session(struct kg_conn *c);
 /* Refuses: result=upstream_*, one log line, close_notify/FIN to the client. */
 void kg_up_refuse(struct kg_conn *c, const char *reason);
+/* The same after the kTLS handoff: logs and counts; the caller closes. */
+void kg_up_refuse_ktls(struct kg_conn *c, const char *reason);
 /* A TLS error from the backend before its first byte of data: why. */
 const char *kg_up_late_reason(struct kg_conn *c);
 void kg_up_cache_free(struct kg_worker *w);

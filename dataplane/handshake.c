@@ -207,6 +207,10 @@ static SSL_TICKET_RETURN ticket_cb(SSL *ssl, SSL_SESSION *sess, const unsigned c
 
 void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route)
 {
+	if (!route) { /* backend_tls: only the key capture for a kTLS handoff */
+		kg_ktls_prepare_ctx(ctx);
+		return;
+	}
 	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
 	SSL_CTX_set_cert_verify_callback(ctx, verify_chain_cb, route);
 	SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_cb, NULL);

@@ -309,6 +309,8 @@ static void up_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 
 static void up_start(struct kg_conn *c)
 {
+	kg_ktls_conn_free(c); /* no handoff on this path: drop the key copies */
+	kg_ktls_up_free(c);
 	if (c->ssl)
 		kg_relay_watch_key_updates(c);
 	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);

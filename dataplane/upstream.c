@@ -112,6 +112,7 @@ static void up_msg_cb(int write_p, int version, int content_type, const void *bu
 {
 	struct kg_conn *c = arg;
 
+	kg_ktls_count_record(ssl, write_p, content_type); /* a no-op without c->ukt */
 	if (!write_p && content_type == SSL3_RT_HANDSHAKE && len >= 1 &&
 	    ((const uint8_t *)buf)[0] == SSL3_MT_CERTIFICATE_REQUEST)
 		c->up_cert_asked = true;
@@ -192,7 +193,7 @@ const char *kg_up_late_reason(struct kg_conn *c)
 
 /* ---- the handshake ---- */
 
-void kg_up_refuse(struct kg_conn *c, const char *reason)
+void kg_up_refuse_ktls(struct kg_conn *c, const char *reason)
 {
 	struct kg_field f[] = {
 		KG_S("backend", kg_peer_get(c, KG_PEER_BACKEND)),
@@ -205,6 +206,11 @@ void kg_up_refuse(struct kg_conn *c, const char *reason)
 	kg_log_event(KG_LOG_WARN, "upstream_refused", f, KG_NFIELDS(f));
 	c->result = reason;
 	c->w->stats.upstream_refused++;
+}
+
+void kg_up_refuse(struct kg_conn *c, const char *reason)
+{
+	kg_up_refuse_ktls(c, reason);
 	/* The client did nothing wrong: close_notify, then FIN. */
 	if (c->ssl) {
 		ERR_clear_error();
@@ -239,6 +245,8 @@ static void up_done(struct kg_conn *c)
 	if (c->peer.up_resumed)
 		c->w->stats.upstream_resumed++;
 	kg_up_keep_session(c); /* TLS 1.2: the session is complete now */
+	if (c->ukt)
+		kg_ktls_handshake_done(c->ussl);
 	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
 	kg_backend_ready(c);
 }
@@ -298,7 +306,12 @@ void kg_up_start(struct kg_conn *c)
 	SSL_set_ex_data(c->ussl, up_ex_index, c);
 	SSL_set_connect_state(c->ussl);
 	SSL_set_verify(c->ussl, SSL_VERIFY_PEER, up_verify_cb);
-	SSL_set_msg_callback(c->ussl, up_msg_cb);
+	/* Key capture for a kTLS handoff of the backend socket, when it may happen. */
+	if (c->w->rt->ktls && c->lrt->spec->ktls != KG_KTLS_OFF && kg_ktls_up_new(c) < 0) {
+		kg_conn_close(c, "out_of_memory");
+		return;
+	}
+	SSL_set_msg_callback(c->ussl, up_msg_cb); /* after kg_ktls_up_new's own */
 	SSL_set_msg_callback_arg(c->ussl, c);
 	if (set_verify_name(c->ussl, up->spec->verify_name) < 0) {
 		ERR_clear_error();
@@ -342,6 +355,7 @@ void kg_up_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 			backend_gone(c, res);
 			return;
 		}
+		kg_ktls_up_track_rx(c, c->bin.data, (size_t)res);
 		BIO_write(c->urbio, c->bin.data, res);
 		up_step(c);
 		return;

@@ -525,9 +525,6 @@ static void test_backend_tls(void)
 	ERR(BT "      ca: ca\n      verify_name: x\n      passphrase_file: pw\n",
 	    "9:24: passphrase_file: given without client_key or pkcs12");
 	ERR(L1 "    backend_tls: yes\n", "6:18: backend_tls: expected a mapping, got a string");
-	ERR(L1 "    ktls: required\n    backend_tls: { ca: ca, verify_name: x }\n",
-	    "6:11: ktls: required cannot be met with backend_tls (connections with TLS to the "
-	    "backend use the userspace relay); use auto");
 #undef BT
 #define PL "listeners:\n  - listen: \"127.0.0.1:8080\"\n    listen_tls: false\n" \
 	   "    backends: \"10.0.0.1:443\"\n"
