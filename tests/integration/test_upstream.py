@@ -13,7 +13,7 @@ import threading
 import pytest
 
 import tlsclient
-from conftest import Backend, ROOT, free_port
+from conftest import BIN, Backend, ROOT, free_port
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "pki"))
 import gen_pki  # noqa: E402
@@ -380,14 +380,17 @@ def test_pkcs12_client_identity(pki, upki, upstream, start_config):
     assert dict(x[0] for x in up.peers[0]["subject"])["commonName"] == "ktlsgate.gateway"
 
 
-def test_missing_client_cert_file_is_a_startup_error(pki, upki, upstream, start_config):
-    up = upstream()
-    d, port, path = start_config(GATEWAY, ready=False, upki=upki, backend=up.addr,
-                                 name="api.internal", pp2="false",
-                                 client="client_cert: /nonexistent/kg.crt\n"
-                                        "      client_key: /nonexistent/kg.key")
-    assert d.proc.wait(20) != 0
-    assert f"{path}:11:20: client_cert: /nonexistent/kg.crt: No such file or directory" in d.text()
+def test_missing_client_cert_file_is_a_startup_error(pki, upki, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(GATEWAY.format(pki=pki, port=free_port(), upki=upki, backend="127.0.0.1:9",
+                                   name="api.internal", pp2="false",
+                                   client="client_cert: /nonexistent/kg.crt\n"
+                                          "      client_key: /nonexistent/kg.key"))
+    out = subprocess.run([BIN, "--check", "--config", str(path)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2
+    assert (f"{path}:11:20: client_cert: /nonexistent/kg.crt: No such file or directory"
+            in out.stderr), out.stderr
 
 
 def test_upstream_handshake_timeout(pki, upki, start_config):
