@@ -165,6 +165,7 @@ void kg_conn_close(struct kg_conn *c, const char *end)
 {
 	static const enum kg_op cancellable[] = {
 		KG_OP_CLI_RECV, KG_OP_CLI_SEND, KG_OP_BE_RECV, KG_OP_BE_SEND, KG_OP_BE_CONNECT,
+		KG_OP_UP_TIMER,
 	};
 
 	if (c->state == KG_CS_CLOSING)

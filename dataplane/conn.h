@@ -87,6 +87,10 @@ struct kg_conn {
 	unsigned up_backend;        /* which of the site's backends: the session cache key */
 	bool up_cert_asked;         /* the backend sent a CertificateRequest */
 	bool up_data_seen;          /* the backend sent application data */
+	bool up_ticket_seen;        /* ... a NewSessionTicket */
+	bool up_ticket_wait;        /* kTLS handoff waits for a TLS 1.3 ticket ... */
+	bool up_cli_poll;           /* ... at most KG_TICKET_WAIT_MS (KG_OP_UP_TIMER) */
+	bool up_wait_recv;          /* the BE_RECV in flight is that wait's */
 
 	struct kg_buf cin, cout;    /* TLS bytes from / to the client */
 	struct kg_buf bin, bout;    /* plaintext from / to the backend */
@@ -167,6 +171,9 @@ void kg_up_refuse_ktls(struct kg_conn *c, const char *reason);
 /* A TLS error from the backend before its first byte of data: why. */
 const char *kg_up_late_reason(struct kg_conn *c);
 void kg_up_cache_free(struct kg_worker *w);
+/* A TLS 1.3 backend that sent no ticket in time: the kTLS handoff stops waiting. */
+bool kg_up_sends_no_tickets(struct kg_conn *c);
+void kg_up_note_no_tickets(struct kg_conn *c);
 /* handshake.c: the access log's reason for an X509 verify error. */
 const char *kg_hs_verify_reason(int e);
 /* relay_user.c: TLS 1.3 KeyUpdate flood guard, shared with relay_up.c. */

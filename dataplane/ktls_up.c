@@ -6,7 +6,12 @@
  * Finished, and the NewSessionTickets a TLS 1.3 server sends after the
  * handshake are read by OpenSSL when they arrive before the handoff (the
  * session is then kept for resumption) and dropped by the splice relay when
- * they arrive after it. */
+ * they arrive after it. TLS 1.3 tickets are used once, so the handoff
+ * waits for this connection's first ticket (it follows our Finished at once)
+ * for at most KG_TICKET_WAIT_MS; a backend that sent none in that time is
+ * remembered (per worker, backend and generation) and not waited for again.
+ * Client bytes wait in the socket meanwhile, for the kernel. */
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <stdlib.h>
@@ -17,6 +22,7 @@
 #include "log.h"
 
 #define KG_PLAIN_CHUNK 16384
+#define KG_TICKET_WAIT_MS 20
 
 bool kg_ktls_up_wanted(const struct kg_conn *c)
 {
@@ -223,13 +229,65 @@ static int drain_backend(struct kg_conn *c, uint8_t *pt)
 	return 1;
 }
 
+static void cancel(struct kg_conn *c, enum kg_op op)
+{
+	struct io_uring_sqe *sqe = kg_get_sqe(&c->w->ring);
+
+	io_uring_prep_cancel64(sqe, kg_ud(c, op), 0);
+	io_uring_sqe_set_data64(sqe, kg_ud(c, KG_OP_CANCEL));
+	c->inflight++;
+}
+
+/* True while the handoff should still wait for a TLS 1.3 ticket: then a
+ * backend read and a timeout are both in flight. */
+static bool wait_for_ticket(struct kg_conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->up_ticket_wait && (c->up_ticket_seen || c->up_data_seen))
+		c->up_ticket_wait = false;
+	if (!c->up_ticket_wait) {
+		if (c->up_cli_poll)
+			cancel(c, KG_OP_UP_TIMER);
+		if (c->up_wait_recv)
+			cancel(c, KG_OP_BE_RECV);
+		return c->up_cli_poll || c->up_wait_recv;
+	}
+	if (!c->be_recv_busy) {
+		kg_conn_recv(c, c->bfd, KG_OP_BE_RECV, &c->bin);
+		c->up_wait_recv = true;
+	}
+	if (!c->up_cli_poll) {
+		/* connect_ts is free again once the backend is connected. */
+		c->connect_ts.tv_sec = 0;
+		c->connect_ts.tv_nsec = KG_TICKET_WAIT_MS * 1000000LL;
+		sqe = kg_get_sqe(&c->w->ring);
+		io_uring_prep_timeout(sqe, &c->connect_ts, 0, 0);
+		io_uring_sqe_set_data64(sqe, kg_ud(c, KG_OP_UP_TIMER));
+		c->up_cli_poll = true;
+		c->inflight++;
+	}
+	return true;
+}
+
 /* Step until neither OpenSSL holds bytes and everything either wrote is sent. */
 static void prepare(struct kg_conn *c)
 {
 	uint8_t pt[KG_PLAIN_CHUNK];
 
-	if (c->cli_send_busy || c->be_send_busy || c->cli_recv_busy || c->be_recv_busy)
+	if (c->cli_send_busy || c->be_send_busy || c->cli_recv_busy)
 		return; /* a completion brings us back */
+	if (c->be_recv_busy && !c->up_wait_recv)
+		return; /* the rest of a backend record */
+	if (c->up_wait_recv || c->up_cli_poll) { /* waiting for a ticket */
+		if (!c->up_ticket_wait) {
+			wait_for_ticket(c); /* cancels what is left */
+			return;
+		}
+		if (c->be_recv_busy)
+			return;
+		/* backend bytes came in (the poll is still out): read them */
+	}
 	if (c->cout.len || (c->ssl && BIO_ctrl_pending(c->wbio))) {
 		kg_conn_flush_tls(c);
 		return;
@@ -240,18 +298,29 @@ static void prepare(struct kg_conn *c)
 	}
 	if (drain_client(c, pt) != 1 || drain_backend(c, pt) != 1)
 		return;
+	if (wait_for_ticket(c))
+		return;
 	hand_off(c);
 }
 
 void kg_ktls_up_prep_start(struct kg_conn *c)
 {
 	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
+	c->up_ticket_wait = SSL_version(c->ussl) == TLS1_3_VERSION && !c->up_ticket_seen &&
+			    !kg_up_sends_no_tickets(c);
 	prepare(c);
 }
 
 static void on_recv(struct kg_conn *c, bool client, int res)
 {
 	*(client ? &c->cli_recv_busy : &c->be_recv_busy) = false;
+	if (!client && c->up_wait_recv) {
+		c->up_wait_recv = false;
+		if (res == -ECANCELED) { /* the wait ended the other way */
+			prepare(c);
+			return;
+		}
+	}
 	if (res <= 0) {
 		if (!client && !c->up_data_seen && c->up_cert_asked) {
 			kg_up_refuse(c, kg_up_late_reason(c));
@@ -284,6 +353,13 @@ void kg_ktls_up_prep_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 		return;
 	case KG_OP_CLI_RECV:
 		on_recv(c, true, res);
+		return;
+	case KG_OP_UP_TIMER: /* the wait timed out (or was cancelled) */
+		c->up_cli_poll = false;
+		if (res == -ETIME && !c->up_ticket_seen && !c->up_data_seen)
+			kg_up_note_no_tickets(c);
+		c->up_ticket_wait = false;
+		prepare(c);
 		return;
 	case KG_OP_BE_RECV:
 		on_recv(c, false, res);

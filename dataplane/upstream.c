@@ -19,6 +19,7 @@ struct kg_up_slot {
 	uint64_t gen;             /* sessions never cross generations (trust may change) */
 	unsigned listener, site, backend;
 	SSL_SESSION *sess;
+	bool no_tickets;          /* a TLS 1.3 backend that sent none: do not wait for one */
 };
 
 struct kg_up_cache {
@@ -35,12 +36,22 @@ static void make_up_ex_index(void)
 
 /* ---- session cache ---- */
 
+static uint64_t mix64(uint64_t x)
+{
+	/* splitmix64's finalizer: every input bit reaches the low bits. */
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
 static struct kg_up_slot *cache_slot(struct kg_conn *c, bool create)
 {
 	struct kg_worker *w = c->w;
-	unsigned site = c->route->site->index;
-	uint64_t h = c->gen->number * 0x9e3779b97f4a7c15ull ^
-		     ((uint64_t)c->listener << 40 | (uint64_t)site << 20 | c->up_backend);
+	uint64_t h = mix64(c->gen->number ^ mix64((uint64_t)c->listener << 42 ^
+						 (uint64_t)c->route->site->index << 21 ^
+						 c->up_backend));
 
 	if (!w->up_cache) {
 		if (!create)
@@ -49,14 +60,49 @@ static struct kg_up_slot *cache_slot(struct kg_conn *c, bool create)
 		if (!w->up_cache)
 			return NULL;
 	}
-	h ^= h >> 29;
 	return &w->up_cache->slot[h % KG_UP_CACHE_SLOTS];
+}
+
+static bool slot_is_for(const struct kg_up_slot *s, const struct kg_conn *c)
+{
+	return s->gen == c->gen->number && s->listener == c->listener &&
+	       s->site == c->route->site->index && s->backend == c->up_backend;
 }
 
 static bool slot_matches(const struct kg_up_slot *s, const struct kg_conn *c)
 {
-	return s->sess && s->gen == c->gen->number && s->listener == c->listener &&
-	       s->site == c->route->site->index && s->backend == c->up_backend;
+	return s->sess && slot_is_for(s, c);
+}
+
+static void slot_claim(struct kg_up_slot *s, const struct kg_conn *c)
+{
+	if (!slot_is_for(s, c))
+		s->no_tickets = false;
+	s->gen = c->gen->number;
+	s->listener = c->listener;
+	s->site = c->route->site->index;
+	s->backend = c->up_backend;
+}
+
+bool kg_up_sends_no_tickets(struct kg_conn *c)
+{
+	struct kg_up_slot *s = cache_slot(c, false);
+
+	return s && slot_is_for(s, c) && s->no_tickets;
+}
+
+void kg_up_note_no_tickets(struct kg_conn *c)
+{
+	struct kg_up_slot *s = cache_slot(c, true);
+
+	if (!s)
+		return;
+	if (!slot_is_for(s, c)) {
+		SSL_SESSION_free(s->sess);
+		s->sess = NULL;
+	}
+	slot_claim(s, c);
+	s->no_tickets = true;
 }
 
 /* Called after every read from the backend: a TLS 1.3 ticket arrives after
@@ -74,10 +120,8 @@ void kg_up_keep_session(struct kg_conn *c)
 	SSL_SESSION_free(s->sess);
 	SSL_SESSION_up_ref(sess);
 	s->sess = sess;
-	s->gen = c->gen->number;
-	s->listener = c->listener;
-	s->site = c->route->site->index;
-	s->backend = c->up_backend;
+	slot_claim(s, c);
+	s->no_tickets = false;
 }
 
 void kg_up_cache_free(struct kg_worker *w)
@@ -106,16 +150,20 @@ static int up_verify_cb(int preverify_ok, X509_STORE_CTX *store)
 	return preverify_ok;
 }
 
-/* Sees the decrypted handshake: whether the backend asked for our certificate. */
+/* Sees the decrypted handshake: whether the backend asked for our
+ * certificate, whether it sent a ticket. */
 static void up_msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
 		      SSL *ssl, void *arg)
 {
 	struct kg_conn *c = arg;
 
 	kg_ktls_count_record(ssl, write_p, content_type); /* a no-op without c->ukt */
-	if (!write_p && content_type == SSL3_RT_HANDSHAKE && len >= 1 &&
-	    ((const uint8_t *)buf)[0] == SSL3_MT_CERTIFICATE_REQUEST)
+	if (write_p || content_type != SSL3_RT_HANDSHAKE || len < 1)
+		return;
+	if (((const uint8_t *)buf)[0] == SSL3_MT_CERTIFICATE_REQUEST)
 		c->up_cert_asked = true;
+	else if (((const uint8_t *)buf)[0] == SSL3_MT_NEWSESSION_TICKET)
+		c->up_ticket_seen = true;
 }
 
 /* The result= strings are static: the access log keeps the pointer. */
@@ -319,8 +367,15 @@ void kg_up_start(struct kg_conn *c)
 		return;
 	}
 	s = cache_slot(c, false);
-	if (s && slot_matches(s, c))
+	if (s && slot_matches(s, c)) {
 		SSL_set_session(c->ussl, s->sess);
+		/* TLS 1.3 tickets are for one use (RFC 8446 C.4): this
+		 * connection brings its own successor. */
+		if (SSL_SESSION_get_protocol_version(s->sess) == TLS1_3_VERSION) {
+			SSL_SESSION_free(s->sess);
+			s->sess = NULL;
+		}
+	}
 	c->state = KG_CS_UPSTREAM;
 	kg_conn_touch(c, c->gen->cfg.handshake_timeout_ms);
 	up_step(c);
