@@ -105,6 +105,7 @@ static ssize_t encode_proxy_header(struct kg_conn *c, uint8_t *out, size_t cap)
 	struct kg_pp2_info in = {
 		.sni = kg_peer_get(c, KG_PEER_SNI)[0] ? kg_peer_get(c, KG_PEER_SNI) : NULL,
 		.has_cert = peer != NULL,
+		.plain = c->ssl == NULL,
 	};
 
 	if (c->ssl) { /* a plain client: addresses only */

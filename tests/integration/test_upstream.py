@@ -405,3 +405,32 @@ def test_upstream_handshake_timeout(pki, upki, start_config):
         assert "result=upstream_handshake_timeout" in line, line
     finally:
         silent.close()
+
+
+def test_reload_starts_a_new_session_cache(pki, upki, upstream, start_config):
+    """Sessions never cross generations: after a reload (the trust may have
+    changed) the first upstream handshake is a full one again."""
+    up = upstream()
+    d, port = gateway(start_config, upki, up)
+    for _ in range(2):
+        assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
+    assert d.ctl("reload")["ok"]
+    for _ in range(2):
+        assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
+    lines = d.wait_access(4)
+    assert [("upstream_resumed=1" in l) for l in lines] == [False, True, False, True], lines
+
+
+def test_egress_proxy_v2_inside_tls_has_addresses_only(upki, upstream, start_config):
+    up = upstream(tls_pp2)
+    text = EGRESS.replace('    listen_tls: false\n', '    listen_tls: false\n    proxy_protocol: true\n')
+    d, port, _ = start_config(text, upki=upki, backend=up.addr, name="api.internal",
+                              client=CLIENT.format(upki=upki))
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"ping")
+    assert s.recv(4) == b"ping"
+    s.close()
+    hdr = up.received[0]
+    assert hdr.startswith(b"\r\n\r\n\x00\r\nQUIT\n\x21\x11")
+    assert len(hdr) == 16 + 12  # IPv4 addresses and ports, no TLS TLVs: the client spoke plain TCP
+    assert "result=ok" in access(d)
