@@ -91,6 +91,7 @@ class Upstream(Backend):
             return
         self.resumed.append(s.session_reused)
         self.peers.append(s.getpeercert())
+        self.ciphers = getattr(self, "ciphers", []) + [(s.version(), s.cipher()[0])]
         self.inner(self, s)
 
 
@@ -434,3 +435,18 @@ def test_egress_proxy_v2_inside_tls_has_addresses_only(upki, upstream, start_con
     assert hdr.startswith(b"\r\n\r\n\x00\r\nQUIT\n\x21\x11")
     assert len(hdr) == 16 + 12  # IPv4 addresses and ports, no TLS TLVs: the client spoke plain TCP
     assert "result=ok" in access(d)
+
+
+@pytest.mark.parametrize("extra,want", [
+    ("max_version: \"1.2\"\n      ciphers: ECDHE-ECDSA-CHACHA20-POLY1305",
+     ("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305")),
+    ("ciphersuites: TLS_AES_256_GCM_SHA384", ("TLSv1.3", "TLS_AES_256_GCM_SHA384")),
+], ids=["tls12-chacha", "tls13-aes256"])
+def test_backend_tls_protocol_policy(pki, upki, upstream, start_config, extra, want):
+    up = upstream()
+    text = GATEWAY.replace("verify_name: {name}", "verify_name: {name}\n      " + extra)
+    d, port, _ = start_config(text, upki=upki, backend=up.addr, name="api.internal",
+                              pp2="false", client=CLIENT.format(upki=upki))
+    assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
+    assert up.ciphers == [want]
+    assert f"upstream_tls={want[0]}" in access(d)
