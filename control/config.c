@@ -90,6 +90,7 @@ void kg_auth_free(struct kg_auth_spec *a)
 	kg_rule_list_free(a->rules.allow, a->rules.nallow);
 	kg_rule_list_free(a->rules.deny, a->rules.ndeny);
 	free(a->backends);
+	kg_backend_tls_free(a->backend_tls);
 	memset(a, 0, sizeof(*a));
 }
 
@@ -150,6 +151,55 @@ static int copy_rules(struct kg_rule_spec **dst, size_t *ndst, const struct kg_r
 	return 0;
 }
 
+void kg_backend_tls_free(struct kg_backend_tls *b)
+{
+	if (!b)
+		return;
+	kg_identity_spec_free(&b->id);
+	kg_file_list_free(b->cas, b->ncas);
+	kg_file_list_free(b->crls, b->ncrls);
+	free(b->verify_name);
+	free(b->ciphers);
+	free(b->ciphersuites);
+	free(b);
+}
+
+static int copy_file(struct kg_file *dst, const struct kg_file *src)
+{
+	dst->at = src->at;
+	dst->path = src->path ? strdup(src->path) : NULL;
+	return src->path && !dst->path ? -1 : 0;
+}
+
+static int copy_str(char **dst, const char *src)
+{
+	*dst = src ? strdup(src) : NULL;
+	return src && !*dst ? -1 : 0;
+}
+
+static struct kg_backend_tls *copy_backend_tls(const struct kg_backend_tls *s)
+{
+	struct kg_backend_tls *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return NULL;
+	d->id.at = s->id.at;
+	d->min_version = s->min_version;
+	d->max_version = s->max_version;
+	d->at = s->at;
+	if (copy_file(&d->id.cert, &s->id.cert) < 0 || copy_file(&d->id.key, &s->id.key) < 0 ||
+	    copy_file(&d->id.pkcs12, &s->id.pkcs12) < 0 ||
+	    copy_file(&d->id.passphrase_file, &s->id.passphrase_file) < 0 ||
+	    copy_files(&d->cas, &d->ncas, s->cas, s->ncas) < 0 ||
+	    copy_files(&d->crls, &d->ncrls, s->crls, s->ncrls) < 0 ||
+	    copy_str(&d->verify_name, s->verify_name) < 0 || copy_str(&d->ciphers, s->ciphers) < 0 ||
+	    copy_str(&d->ciphersuites, s->ciphersuites) < 0) {
+		kg_backend_tls_free(d);
+		return NULL;
+	}
+	return d;
+}
+
 /* Sites start from their listener's settings, so every list is duplicated:
  * a site's override then frees only its own copy. */
 int kg_auth_copy(struct kg_auth_spec *dst, const struct kg_auth_spec *src)
@@ -159,6 +209,9 @@ int kg_auth_copy(struct kg_auth_spec *dst, const struct kg_auth_spec *src)
 	dst->crls = NULL, dst->ncrls = 0;
 	memset(&dst->rules, 0, sizeof(dst->rules));
 	dst->backends = NULL, dst->nbackends = 0;
+	dst->backend_tls = NULL;
+	if (src->backend_tls && !(dst->backend_tls = copy_backend_tls(src->backend_tls)))
+		goto error;
 	if (copy_files(&dst->client_cas, &dst->nclient_cas, src->client_cas, src->nclient_cas) < 0 ||
 	    copy_files(&dst->crls, &dst->ncrls, src->crls, src->ncrls) < 0 ||
 	    copy_rules(&dst->rules.allow, &dst->rules.nallow, src->rules.allow, src->rules.nallow) < 0 ||
@@ -177,7 +230,7 @@ error:
 	return -1;
 }
 
-static void free_identity(struct kg_identity_spec *id)
+void kg_identity_spec_free(struct kg_identity_spec *id)
 {
 	free(id->cert.path);
 	free(id->key.path);
@@ -194,7 +247,7 @@ static void free_listener(struct kg_listener_spec *l)
 	free(l->ciphersuites);
 	free(l->groups);
 	for (size_t i = 0; i < l->nids; i++)
-		free_identity(&l->ids[i]);
+		kg_identity_spec_free(&l->ids[i]);
 	free(l->ids);
 	kg_auth_free(&l->auth);
 	for (size_t i = 0; i < l->nsites; i++) {

@@ -71,6 +71,8 @@ struct kg_addr_spec {
 	struct kg_where at;
 };
 
+struct kg_backend_tls;
+
 /* Client authentication and routing: set per listener, overridable per SNI. */
 struct kg_auth_spec {
 	enum kg_client_auth client_auth;
@@ -86,6 +88,7 @@ struct kg_auth_spec {
 	struct kg_addr_spec *backends;
 	size_t nbackends;
 	bool proxy_v2;
+	struct kg_backend_tls *backend_tls; /* NULL: plain TCP to the backends */
 };
 
 /* A server certificate chain and its key, and the SNI names it serves. */
@@ -97,6 +100,20 @@ struct kg_identity_spec {
 	char **sni;                     /* exact names or "*.example.com" */
 	size_t nsni;
 	bool is_default;                /* served when no name matches (or no SNI) */
+	struct kg_where at;
+};
+
+/* TLS towards the backends (backend_tls:): our client certificate, how the
+ * backend's certificate is verified, and the protocol policy. */
+struct kg_backend_tls {
+	struct kg_identity_spec id; /* client_cert + client_key, or pkcs12 (+ passphrase_file) */
+	struct kg_file *cas;        /* PEM bundles the backend's chain must end in */
+	size_t ncas;
+	struct kg_file *crls;       /* checked for the backend's leaf */
+	size_t ncrls;
+	char *verify_name;          /* SNI + name (or IP) the backend's certificate must carry */
+	int min_version, max_version;
+	char *ciphers, *ciphersuites;
 	struct kg_where at;
 };
 
@@ -122,6 +139,7 @@ struct kg_listener_spec {
 	struct kg_site_spec *sites;
 	size_t nsites;
 	enum kg_ktls_mode ktls;
+	bool plain;                    /* listen_tls: false - plain TCP in (egress mode) */
 	struct kg_where at;
 };
 
@@ -157,6 +175,8 @@ int kg_auth_copy(struct kg_auth_spec *dst, const struct kg_auth_spec *src);
 void kg_auth_free(struct kg_auth_spec *a);
 void kg_rule_list_free(struct kg_rule_spec *r, size_t n);
 void kg_file_list_free(struct kg_file *f, size_t n);
+void kg_identity_spec_free(struct kg_identity_spec *id);
+void kg_backend_tls_free(struct kg_backend_tls *b);
 
 /* Parses and validates the YAML file (syntax, keys, types, values; not the
  * files it names). On error returns -1 with "FILE:LINE:COL: key: reason". */

@@ -1134,12 +1134,131 @@ static int a_deny(struct yctx *y, const struct ynode *v, const char *key, void *
 	return set_rules(y, v, key, &a->rules.deny, &a->rules.ndeny);
 }
 
+/* ---- backend_tls ---- */
+
+static int b_cert(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_file(y, v, key, &((struct kg_backend_tls *)obj)->id.cert);
+}
+
+static int b_key(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_file(y, v, key, &((struct kg_backend_tls *)obj)->id.key);
+}
+
+static int b_pkcs12(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_file(y, v, key, &((struct kg_backend_tls *)obj)->id.pkcs12);
+}
+
+static int b_passphrase(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_file(y, v, key, &((struct kg_backend_tls *)obj)->id.passphrase_file);
+}
+
+static int b_ca(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	struct kg_backend_tls *b = obj;
+
+	return set_files(y, v, key, &b->cas, &b->ncas);
+}
+
+static int b_crl(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	struct kg_backend_tls *b = obj;
+
+	return set_files(y, v, key, &b->crls, &b->ncrls);
+}
+
+static int b_verify_name(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	struct kg_backend_tls *b = obj;
+
+	if (set_str(y, v, key, &b->verify_name) < 0)
+		return -1;
+	if (strlen(b->verify_name) > 253)
+		return fail(y, v, key, "expected a DNS name or an IP address");
+	return 0;
+}
+
+static int set_version(struct yctx *y, const struct ynode *v, const char *key, int *dst);
+
+static int b_min(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_version(y, v, key, &((struct kg_backend_tls *)obj)->min_version);
+}
+
+static int b_max(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_version(y, v, key, &((struct kg_backend_tls *)obj)->max_version);
+}
+
+static int b_ciphers(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_str(y, v, key, &((struct kg_backend_tls *)obj)->ciphers);
+}
+
+static int b_suites(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_str(y, v, key, &((struct kg_backend_tls *)obj)->ciphersuites);
+}
+
+static const struct ykey backend_tls_keys[] = {
+	{ "client_cert", b_cert }, { "client_key", b_key }, { "pkcs12", b_pkcs12 },
+	{ "passphrase_file", b_passphrase }, { "ca", b_ca }, { "crl", b_crl },
+	{ "verify_name", b_verify_name }, { "min_version", b_min }, { "max_version", b_max },
+	{ "ciphers", b_ciphers }, { "ciphersuites", b_suites },
+};
+
+/* Same pairing rules as an identity: both halves of a PEM pair, or pkcs12. */
+static int check_backend_tls(struct yctx *y, const struct ynode *m, const char *key,
+			     const struct kg_backend_tls *b)
+{
+	const struct kg_identity_spec *id = &b->id;
+
+	if (id->pkcs12.path && (id->cert.path || id->key.path))
+		return fail(y, find(m, "pkcs12"), "pkcs12", "not allowed with client_cert and client_key");
+	if (id->key.path && !id->cert.path)
+		return fail(y, find(m, "client_key"), "client_key", "given without client_cert");
+	if (id->cert.path && !id->key.path)
+		return fail(y, m, "client_key", "required with client_cert");
+	if (id->passphrase_file.path && !id->key.path && !id->pkcs12.path)
+		return fail(y, find(m, "passphrase_file"), "passphrase_file",
+			    "given without client_key or pkcs12");
+	if (b->ncas == 0)
+		return fail(y, m, "ca", "required: the CA the backend's certificate must chain to");
+	if (!b->verify_name)
+		return fail(y, m, "verify_name", "required: the name the backend's certificate must carry");
+	if (b->min_version > b->max_version)
+		return fail(y, find(m, "min_version"), "min_version", "is above max_version");
+	return 0;
+}
+
+static int a_backend_tls(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	struct kg_auth_spec *a = ((struct lctx *)obj)->auth;
+	struct kg_backend_tls *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return oom(y, v, key);
+	/* A site's block replaces its listener's as a whole. */
+	kg_backend_tls_free(a->backend_tls);
+	a->backend_tls = b;
+	b->min_version = TLS1_2_VERSION;
+	b->max_version = TLS1_3_VERSION;
+	b->at = where(y, v, key);
+	b->id.at = b->at;
+	if (WALK(y, v, key, backend_tls_keys, b) < 0)
+		return -1;
+	return check_backend_tls(y, v, key, b);
+}
+
 #define AUTH_KEYS \
 	{ "client_auth", a_client_auth }, { "client_ca", a_client_ca }, { "crl", a_crl }, \
 	{ "crl_check", a_crl_check }, { "crl_missing", a_crl_missing }, \
 	{ "verify_depth", a_verify_depth }, { "require_client_eku", a_client_eku }, \
 	{ "proxy_protocol", a_proxy }, { "backends", a_backends }, \
-	{ "allow", a_allow }, { "deny", a_deny }
+	{ "allow", a_allow }, { "deny", a_deny }, { "backend_tls", a_backend_tls }
 
 /* Verifying a client certificate needs something to verify it against, and
  * rules over it need one to be asked for. */
@@ -1364,6 +1483,16 @@ static int l_listen(struct yctx *y, const struct ynode *v, const char *key, void
 	return set_addrs(y, v, key, false, &l->addrs, &l->naddrs);
 }
 
+static int l_listen_tls(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	bool tls = true;
+
+	if (set_bool(y, v, key, &tls) < 0)
+		return -1;
+	((struct lctx *)obj)->l->plain = !tls;
+	return 0;
+}
+
 static int l_ktls(struct yctx *y, const struct ynode *v, const char *key, void *obj)
 {
 	return set_ktls(y, v, key, &((struct lctx *)obj)->l->ktls);
@@ -1441,9 +1570,36 @@ static int l_tls(struct yctx *y, const struct ynode *v, const char *key, void *o
 }
 
 static const struct ykey listener_keys[] = {
-	{ "name", l_name }, { "listen", l_listen }, { "ktls", l_ktls }, { "tls", l_tls },
+	{ "name", l_name }, { "listen", l_listen }, { "listen_tls", l_listen_tls },
+	{ "ktls", l_ktls }, { "tls", l_tls },
 	{ "identities", l_ids }, { "sites", l_sites }, AUTH_KEYS,
 };
+
+/* listen_tls: false: local applications speak plain TCP, ktlsgate speaks
+ * mTLS to the backends. Nothing about client TLS applies, so nothing of it
+ * may be written (a client_ca here would suggest clients are verified). */
+static int check_plain_listener(struct yctx *y, const struct ynode *m, struct kg_listener_spec *l)
+{
+	static const char *const tls_only[] = {
+		"identities", "sites", "tls", "client_ca", "crl", "crl_check", "crl_missing",
+		"verify_depth", "require_client_eku", "allow", "deny",
+	};
+	const struct ynode *v;
+
+	for (size_t i = 0; i < sizeof(tls_only) / sizeof(tls_only[0]); i++)
+		if ((v = find(m, tls_only[i])))
+			return fail(y, v, tls_only[i], "not used with listen_tls: false");
+	if ((v = find(m, "client_auth")) && l->auth.client_auth != KG_AUTH_NONE)
+		return fail(y, v, "client_auth", "must be none with listen_tls: false");
+	l->auth.client_auth = KG_AUTH_NONE;
+	if (l->naddrs == 0)
+		return fail(y, m, "listen", "a listener needs at least one address");
+	if (l->auth.nbackends == 0)
+		return fail(y, m, "backends", "a listener needs at least one backend");
+	if (!l->auth.backend_tls)
+		return fail(y, m, "backend_tls", "required with listen_tls: false");
+	return 0;
+}
 
 static int parse_listener(struct yctx *y, const struct ynode *m, size_t idx,
 			  struct kg_listener_spec *l)
@@ -1458,6 +1614,11 @@ static int parse_listener(struct yctx *y, const struct ynode *m, size_t idx,
 	l->at = where(y, m, "listeners");
 	if (WALK(y, m, "listeners", listener_keys, &lc) < 0)
 		return -1;
+	if (l->plain) {
+		if (check_plain_listener(y, m, l) < 0)
+			return -1;
+		goto named;
+	}
 	if (l->naddrs == 0)
 		return fail(y, m, "listen", "a listener needs at least one address");
 	if (!lc.ids)
@@ -1470,6 +1631,7 @@ static int parse_listener(struct yctx *y, const struct ynode *m, size_t idx,
 		return -1;
 	if (lc.sites && parse_sites(y, lc.sites, l) < 0)
 		return -1;
+named:
 	if (!l->name) {
 		snprintf(name, sizeof(name), "listener[%zu]", idx);
 		if (!(l->name = strdup(name)))

@@ -130,6 +130,13 @@ static int build_site(struct kg_site *site, const struct kg_auth_spec *auth, con
 	site->label = label;
 	if (kg_tls_trust_new(auth, &site->trust, err, errlen) < 0)
 		return -1;
+	if (auth->backend_tls) {
+		site->up = calloc(1, sizeof(*site->up));
+		if (!site->up)
+			return snprintf(err, errlen, "out of memory"), -1;
+		if (kg_tls_upstream_new(auth->backend_tls, site->up, err, errlen) < 0)
+			return -1;
+	}
 	site->policy = kg_policy_compile(&auth->rules, err, errlen);
 	return site->policy ? 0 : -1;
 }
@@ -143,6 +150,8 @@ static int build_sites(struct kg_listener_rt *l, char *err, size_t errlen)
 		return snprintf(err, errlen, "out of memory"), -1;
 	/* Counted before it is built: a half-built site is freed with the rest. */
 	l->nsites = 1;
+	for (size_t i = 0; i <= s->nsites; i++)
+		l->sites[i].index = (unsigned)i;
 	if (build_site(&l->sites[0], &s->auth, "default", err, errlen) < 0)
 		return -1;
 	for (size_t i = 0; i < s->nsites; i++) {
@@ -262,6 +271,9 @@ static int build_listener(struct kg_gen *g, unsigned index, kg_prepare_ctx_fn pr
 	l->gen = g;
 	if (load_identities(l, err, errlen) < 0 || build_sites(l, err, errlen) < 0)
 		return -1;
+	for (size_t i = 0; prepare && i < l->nsites; i++)
+		if (l->sites[i].up)
+			prepare(l->sites[i].up->ctx, NULL);
 	return build_routes(l, prepare, err, errlen);
 }
 
@@ -276,6 +288,9 @@ static void free_listener(struct kg_listener_rt *l)
 	for (size_t i = 0; i < l->nsites; i++) {
 		kg_tls_trust_free(&l->sites[i].trust);
 		kg_policy_free(l->sites[i].policy);
+		if (l->sites[i].up)
+			kg_tls_upstream_free(l->sites[i].up);
+		free(l->sites[i].up);
 	}
 	free(l->sites);
 	for (size_t i = 0; i < l->nids; i++)

@@ -18,6 +18,8 @@ struct kg_site {
 	struct kg_client_trust trust;
 	struct kg_policy *policy;
 	const char *label; /* the site's first name, or "default" */
+	struct kg_upstream *up; /* backend_tls; NULL: plain TCP to the backends */
+	unsigned index;    /* in its listener's sites[] */
 };
 
 struct kg_listener_rt;
@@ -57,7 +59,8 @@ struct kg_gen {
 	size_t nlisteners;
 };
 
-/* Called for every context built: the dataplane installs its callbacks. */
+/* Called for every context built: the dataplane installs its callbacks.
+ * route is NULL for a site's client context towards its backends. */
 typedef void (*kg_prepare_ctx_fn)(SSL_CTX *ctx, struct kg_route *route);
 
 /* Builds a generation from cfg, which it takes over (cfg is emptied, even on

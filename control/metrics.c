@@ -68,6 +68,12 @@ static void counters(FILE *f, const struct kg_worker_stats *s)
 	counter(f, "ktlsgate_handshakes_resumed_total", "Handshakes that resumed a session.",
 		s->handshakes_resumed);
 	refusals(f, s);
+	counter(f, "ktlsgate_upstream_handshakes_total", "TLS handshakes with backends (backend_tls).",
+		s->upstream_handshakes);
+	counter(f, "ktlsgate_upstream_handshakes_resumed_total",
+		"Backend TLS handshakes that resumed a session.", s->upstream_resumed);
+	counter(f, "ktlsgate_upstream_refused_total",
+		"Connections closed because TLS with the backend failed.", s->upstream_refused);
 	head(f, "ktlsgate_relayed_connections_total", "counter", "Finished connections by relay path.");
 	fprintf(f, "ktlsgate_relayed_connections_total{path=\"ktls\"} %llu\n",
 		(unsigned long long)s->relayed_ktls);

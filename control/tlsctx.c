@@ -709,3 +709,82 @@ fail:
 	ERR_clear_error();
 	return NULL;
 }
+
+/* The backend's certificate must chain to ca, carry verify_name (checked per
+ * connection, SSL_set1_host) and, with crl, not be revoked (leaf only: a
+ * backend PKI seldom publishes CRLs for its intermediates). */
+static int upstream_trust(const struct kg_backend_tls *b, struct kg_client_trust *t, char *err,
+			  size_t errlen)
+{
+	struct kg_auth_spec a;
+
+	kg_auth_defaults(&a);
+	a.client_cas = b->cas;
+	a.nclient_cas = b->ncas;
+	a.crls = b->crls;
+	a.ncrls = b->ncrls;
+	a.crl_check = KG_CRL_LEAF;
+	return kg_tls_trust_new(&a, t, err, errlen);
+}
+
+static int upstream_policy(SSL_CTX *ctx, const struct kg_backend_tls *b, char *err, size_t errlen)
+{
+	char where[512];
+
+	kg_where_format(&b->at, where, sizeof(where));
+	SSL_CTX_set_min_proto_version(ctx, b->min_version ? b->min_version : TLS1_2_VERSION);
+	SSL_CTX_set_max_proto_version(ctx, b->max_version ? b->max_version : TLS1_3_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	if (SSL_CTX_set_cipher_list(ctx, b->ciphers ? b->ciphers : KG_TLS12_CIPHERS) != 1) {
+		snprintf(err, errlen, "%s: ciphers: no usable TLS 1.2 cipher (%s)", where, ossl_reason());
+		return -1;
+	}
+	if (SSL_CTX_set_ciphersuites(ctx, b->ciphersuites ? b->ciphersuites : KG_TLS13_SUITES) != 1) {
+		snprintf(err, errlen, "%s: ciphersuites: not a TLS 1.3 suite list (%s)", where,
+			 ossl_reason());
+		return -1;
+	}
+	SSL_CTX_set1_groups_list(ctx, KG_GROUPS);
+	/* Sessions are kept by the dataplane (per worker and backend), not here. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	return 0;
+}
+
+int kg_tls_upstream_new(const struct kg_backend_tls *b, struct kg_upstream *u, char *err,
+			size_t errlen)
+{
+	memset(u, 0, sizeof(*u));
+	u->spec = b;
+	if ((b->id.cert.path || b->id.pkcs12.path) &&
+	    kg_tls_load_identity(&b->id, &u->id, err, errlen) < 0)
+		return -1;
+	if (upstream_trust(b, &u->trust, err, errlen) < 0)
+		goto fail;
+	u->ctx = SSL_CTX_new(TLS_client_method());
+	if (!u->ctx) {
+		snprintf(err, errlen, "cannot create TLS context: %s", ossl_reason());
+		goto fail;
+	}
+	if (upstream_policy(u->ctx, b, err, errlen) < 0 ||
+	    (u->id.leaf && add_identity(u->ctx, &u->id, err, errlen) < 0))
+		goto fail;
+	SSL_CTX_set_verify(u->ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_verify_depth(u->ctx, 4);
+	SSL_CTX_set_purpose(u->ctx, X509_PURPOSE_SSL_SERVER);
+	SSL_CTX_set1_cert_store(u->ctx, u->trust.store);
+	ERR_clear_error();
+	return 0;
+fail:
+	kg_tls_upstream_free(u);
+	ERR_clear_error();
+	return -1;
+}
+
+void kg_tls_upstream_free(struct kg_upstream *u)
+{
+	SSL_CTX_free(u->ctx);
+	kg_tls_trust_free(&u->trust);
+	kg_tls_identity_free(&u->id);
+	memset(u, 0, sizeof(*u));
+}

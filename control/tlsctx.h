@@ -43,4 +43,16 @@ bool kg_tls_trust_revokes(const struct kg_client_trust *t, X509 *x);
 SSL_CTX *kg_tls_ctx_new(const struct kg_listener_spec *l, const struct kg_auth_spec *a,
 			const struct kg_client_trust *t, const struct kg_server_id *const *ids,
 			size_t nids, char *err, size_t errlen);
+
+/* TLS towards a site's backends (backend_tls): one client context per site
+ * and generation, with our client identity and the backends' trust. */
+struct kg_upstream {
+	SSL_CTX *ctx;
+	const struct kg_backend_tls *spec;
+	struct kg_server_id id;       /* our client certificate; id.leaf NULL: none */
+	struct kg_client_trust trust; /* ca + crl for the backend's chain */
+};
+int kg_tls_upstream_new(const struct kg_backend_tls *b, struct kg_upstream *u, char *err,
+			size_t errlen);
+void kg_tls_upstream_free(struct kg_upstream *u);
 #endif

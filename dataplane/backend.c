@@ -15,9 +15,10 @@ static void backend_give_up(struct kg_conn *c)
 {
 	c->w->stats.backend_failures++;
 	c->result = "backend_unavailable";
-	/* Tell the client cleanly: close_notify, then FIN. */
+	/* Tell the client cleanly: close_notify (if it speaks TLS), then FIN. */
 	ERR_clear_error();
-	SSL_shutdown(c->ssl);
+	if (c->ssl)
+		SSL_shutdown(c->ssl);
 	kg_conn_linger(c);
 }
 
@@ -61,7 +62,12 @@ static void try_backend(struct kg_conn *c)
 
 static void start_relay(struct kg_conn *c)
 {
-	if (kg_ktls_wanted(c)) {
+	if (c->ussl) {
+		/* TLS on the backend side: kTLS on both sockets (the backend's
+		 * alone for a plain client) when the kernel has both ciphers,
+		 * else both sessions stay in OpenSSL. */
+		c->relay = kg_ktls_up_wanted(c) ? &kg_relay_ktls : &kg_relay_up;
+	} else if (kg_ktls_wanted(c)) {
 		c->relay = &kg_relay_ktls;
 	} else {
 		c->relay = &kg_relay_user;
@@ -92,17 +98,21 @@ static ssize_t encode_proxy_header(struct kg_conn *c, uint8_t *out, size_t cap)
 {
 	struct sockaddr_storage src, dst;
 	socklen_t slen = sizeof(src), dlen = sizeof(dst);
-	X509 *peer = SSL_get0_peer_certificate(c->ssl);
+	X509 *peer = c->ssl ? SSL_get0_peer_certificate(c->ssl) : NULL;
 	char cn[256] = "", spiffe[512] = "", key_alg[32] = "", sig_alg[64] = "";
 	uint8_t fp[32];
 	unsigned fplen = 0;
 	struct kg_pp2_info in = {
-		.version = SSL_get_version(c->ssl),
-		.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)),
 		.sni = kg_peer_get(c, KG_PEER_SNI)[0] ? kg_peer_get(c, KG_PEER_SNI) : NULL,
 		.has_cert = peer != NULL,
-		.resumed = SSL_session_reused(c->ssl),
+		.plain = c->ssl == NULL,
 	};
+
+	if (c->ssl) { /* a plain client: addresses only */
+		in.version = SSL_get_version(c->ssl);
+		in.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
+		in.resumed = SSL_session_reused(c->ssl);
+	}
 
 	if (getpeername(c->cfd, (struct sockaddr *)&src, &slen) == 0 &&
 	    getsockname(c->cfd, (struct sockaddr *)&dst, &dlen) == 0) {
@@ -145,6 +155,36 @@ static void send_proxy_header(struct kg_conn *c)
 	kg_conn_send(c, c->bfd, KG_OP_BE_SEND, &c->bout);
 }
 
+/* With backend_tls the header is the first thing inside the TLS stream. */
+static void write_proxy_header_tls(struct kg_conn *c)
+{
+	uint8_t hdr[KG_BUF_SIZE];
+	ssize_t n = encode_proxy_header(c, hdr, sizeof(hdr));
+
+	if (n < 0) {
+		kg_peer_set(c, KG_PEER_DETAIL, "PROXY v2 header too large");
+		kg_conn_close(c, "internal_error");
+		return;
+	}
+	ERR_clear_error();
+	if (SSL_write(c->ussl, hdr, (int)n) != (int)n) {
+		ERR_clear_error();
+		kg_conn_close(c, "internal_error");
+		return;
+	}
+	start_relay(c);
+}
+
+void kg_backend_ready(struct kg_conn *c)
+{
+	if (!c->route->site->auth->proxy_v2)
+		start_relay(c);
+	else if (c->ussl)
+		write_proxy_header_tls(c);
+	else
+		send_proxy_header(c);
+}
+
 void kg_backend_on_header_sent(struct kg_conn *c, int res)
 {
 	if (!kg_conn_send_progress(c, KG_OP_BE_SEND, res))
@@ -165,10 +205,10 @@ void kg_backend_on_connect(struct kg_conn *c, int res)
 	struct io_uring_sqe *sqe;
 
 	if (res == 0) {
-		if (c->route->site->auth->proxy_v2)
-			send_proxy_header(c);
+		if (c->route->site->up)
+			kg_up_start(c);
 		else
-			start_relay(c);
+			kg_backend_ready(c);
 		return;
 	}
 	if (res == -ECANCELED) {

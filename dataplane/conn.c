@@ -142,6 +142,8 @@ static void log_access(struct kg_conn *c)
 		KG_S("end", c->end),
 		KG_S("path", c->relay ? c->relay->name : NULL),
 		KG_I("resumed", p->resumed),
+		KG_S("upstream_tls", p->up_version),
+		KG_I("upstream_resumed", p->up_resumed),
 		KG_I("worker", c->w->id),
 		KG_I("conn", c->id),
 	};
@@ -164,9 +166,15 @@ static void conn_free(struct kg_conn *c)
 	ring_close_fd(w, c->cfd);
 	ring_close_fd(w, c->bfd);
 	kg_ktls_conn_free(c);
+	kg_ktls_up_free(c);
 	if (c->sp)
 		kg_splice_conn_free(c);
 	SSL_free(c->ssl); /* frees the BIOs too */
+	/* A relay that ended in a reset does not make the backend's session
+	 * bad: keep it resumable (OpenSSL marks it otherwise). */
+	if (c->ussl && c->peer.up_version)
+		SSL_set_shutdown(c->ussl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+	SSL_free(c->ussl);
 	buf_release(&c->cin);
 	buf_release(&c->bout);
 	/* cout and bin may hold key-derived or user plaintext: wipe before free. */
@@ -202,6 +210,7 @@ void kg_conn_close(struct kg_conn *c, const char *end)
 {
 	static const enum kg_op cancellable[] = {
 		KG_OP_CLI_RECV, KG_OP_CLI_SEND, KG_OP_BE_RECV, KG_OP_BE_SEND, KG_OP_BE_CONNECT,
+		KG_OP_UP_TIMER,
 	};
 
 	if (c->state == KG_CS_CLOSING)
@@ -267,7 +276,7 @@ void kg_conn_flush_tls(struct kg_conn *c)
 {
 	int n;
 
-	if (c->cli_send_busy || c->cout.len || BIO_ctrl_pending(c->wbio) == 0)
+	if (!c->ssl || c->cli_send_busy || c->cout.len || BIO_ctrl_pending(c->wbio) == 0)
 		return;
 	if (!kg_buf_ensure(&c->cout)) {
 		kg_conn_close(c, "out_of_memory");
@@ -400,6 +409,9 @@ void kg_conn_on_cqe(struct kg_conn *c, enum kg_op op, int res, unsigned flags)
 	case KG_CS_CONNECTING:
 		connecting_on_cqe(c, op, res);
 		break;
+	case KG_CS_UPSTREAM:
+		kg_up_on_cqe(c, op, res);
+		break;
 	case KG_CS_RELAY:
 		c->relay->on_cqe(c, op, res);
 		break;
@@ -421,6 +433,11 @@ void kg_conn_on_deadline(struct kg_conn *c)
 		kg_peer_setf(c, KG_PEER_DETAIL, "no complete handshake within %u ms",
 			     c->gen->cfg.handshake_timeout_ms);
 		kg_hs_refuse(c, "handshake_timeout");
+		return;
+	case KG_CS_UPSTREAM:
+		kg_peer_setf(c, KG_PEER_DETAIL, "no TLS handshake with the backend within %u ms",
+			     c->gen->cfg.handshake_timeout_ms);
+		kg_up_refuse(c, "upstream_handshake_timeout");
 		return;
 	case KG_CS_RELAY:
 	case KG_CS_CONNECTING:
@@ -450,6 +467,8 @@ static const char *state_name(enum kg_conn_state s)
 		return "handshake";
 	case KG_CS_CONNECTING:
 		return "connecting";
+	case KG_CS_UPSTREAM:
+		return "upstream_handshake";
 	case KG_CS_RELAY:
 		return "relay";
 	case KG_CS_LINGER:

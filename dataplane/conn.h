@@ -23,6 +23,7 @@ struct kg_buf {
 enum kg_conn_state {
 	KG_CS_HANDSHAKE,
 	KG_CS_CONNECTING,
+	KG_CS_UPSTREAM, /* TLS handshake with the backend (backend_tls) */
 	KG_CS_RELAY,
 	KG_CS_LINGER,  /* refusal sent: drain the client's bytes, then close */
 	KG_CS_CLOSING, /* waiting for in-flight operations before freeing */
@@ -54,6 +55,8 @@ struct kg_peer_info {
 	const char *version;
 	const char *cipher;
 	bool resumed;
+	const char *up_version;     /* TLS towards the backend, when backend_tls is set */
+	bool up_resumed;
 	/* text points here when the fields fit (the usual case): no allocation
 	 * of its own to pin a heap page among the handshakes' freed memory. */
 	char inline_text[KG_PEER_INLINE];
@@ -79,9 +82,20 @@ struct kg_conn {
 	bool be_shut_posted, cli_shut_posted;
 	bool close_after_flush;
 
-	SSL *ssl;
+	SSL *ssl;                   /* NULL on a listen_tls: false listener */
 	BIO *rbio, *wbio;           /* memory BIOs: the ring does the socket I/O */
 	int verify_err;             /* first X509 error seen by the verify callback */
+
+	SSL *ussl;                  /* TLS to the backend (backend_tls), same memory BIOs */
+	BIO *urbio, *uwbio;
+	int up_verify_err;          /* first X509 error about the backend's chain */
+	unsigned up_backend;        /* which of the site's backends: the session cache key */
+	bool up_cert_asked;         /* the backend sent a CertificateRequest */
+	bool up_data_seen;          /* the backend sent application data */
+	bool up_ticket_seen;        /* ... a NewSessionTicket */
+	bool up_ticket_wait;        /* kTLS handoff waits for a TLS 1.3 ticket ... */
+	bool up_cli_poll;           /* ... at most KG_TICKET_WAIT_MS (KG_OP_UP_TIMER) */
+	bool up_wait_recv;          /* the BE_RECV in flight is that wait's */
 
 	struct kg_buf cin, cout;    /* TLS bytes from / to the client */
 	struct kg_buf bin, bout;    /* plaintext from / to the backend */
@@ -92,6 +106,7 @@ struct kg_conn {
 
 	const struct kg_relay_ops *relay;
 	struct kg_ktls_conn *kt;    /* handshake-time key capture: freed at handoff */
+	struct kg_ktls_conn *ukt;   /* the same for the backend's TLS (ussl) */
 	struct kg_splice_conn *sp;  /* the kTLS splice relay (&splice) from the handoff on */
 	struct kg_splice_conn splice;
 	uint64_t start_ms, deadline_ms;
@@ -146,6 +161,32 @@ void kg_backend_connect(struct kg_conn *c);
 void kg_backend_on_connect(struct kg_conn *c, int res);
 /* The PROXY v2 header went out (or failed): start relaying. */
 void kg_backend_on_header_sent(struct kg_conn *c, int res);
+/* The backend is connected (and its TLS handshake done): PROXY v2, relay. */
+void kg_backend_ready(struct kg_conn *c);
+
+/* TLS towards the backend (upstream.c). */
+void kg_up_start(struct kg_conn *c);
+void kg_up_on_cqe(struct kg_conn *c, enum kg_op op, int res);
+/* Moves what OpenSSL wrote for the backend into bout and sends it. */
+void kg_up_flush(struct kg_conn *c);
+/* Keeps the backend's newest resumable session for the next connection. */
+void kg_up_keep_session(struct kg_conn *c);
+/* Refuses: result=upstream_*, one log line, close_notify/FIN to the client. */
+void kg_up_refuse(struct kg_conn *c, const char *reason);
+/* The same after the kTLS handoff: logs and counts; the caller closes. */
+void kg_up_refuse_ktls(struct kg_conn *c, const char *reason);
+/* A TLS error from the backend before its first byte of data: why. */
+const char *kg_up_late_reason(struct kg_conn *c);
+void kg_up_cache_free(struct kg_worker *w);
+/* A TLS 1.3 backend that sent no ticket in time: the kTLS handoff stops waiting. */
+bool kg_up_sends_no_tickets(struct kg_conn *c);
+void kg_up_note_no_tickets(struct kg_conn *c);
+/* handshake.c: the access log's reason for an X509 verify error. */
+const char *kg_hs_verify_reason(int e);
+/* relay_user.c: TLS 1.3 KeyUpdate flood guard, shared with relay_up.c. */
+void kg_relay_watch_key_updates(struct kg_conn *c);
+bool kg_relay_key_update_flood(struct kg_conn *c);
+
 /* Installs the dataplane's handshake callbacks on a generation's context. */
 void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route);
 #endif

@@ -198,6 +198,12 @@ static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
 
 void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route)
 {
+	/* backend_tls (route NULL): a client context, only the key capture for a
+	 * kTLS handoff. Ticket keys are a server's: a client never seals one. */
+	if (!route) {
+		kg_ktls_prepare_ctx(ctx);
+		return;
+	}
 	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
 	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
 	SSL_CTX_set_cert_verify_callback(ctx, verify_chain_cb, route);
@@ -207,6 +213,14 @@ void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route)
 
 int kg_hs_start(struct kg_conn *c)
 {
+	/* listen_tls: false: nothing to verify, the backend side does the TLS. */
+	if (c->lrt->spec->plain) {
+		c->result = "ok";
+		c->state = KG_CS_CONNECTING;
+		kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
+		kg_backend_connect(c);
+		return 0;
+	}
 	pthread_once(&ex_index_once, make_ex_index);
 	c->ssl = SSL_new(c->route->ctx);
 	c->rbio = BIO_new(BIO_s_mem());
@@ -231,7 +245,7 @@ int kg_hs_start(struct kg_conn *c)
 	return 0;
 }
 
-static const char *reason_from_verify_error(int e)
+const char *kg_hs_verify_reason(int e)
 {
 	switch (e) {
 	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
@@ -288,7 +302,7 @@ static const char *classify_failure(struct kg_conn *c)
 	unsigned long e = ERR_peek_error();
 
 	if (c->verify_err)
-		return reason_from_verify_error(c->verify_err);
+		return kg_hs_verify_reason(c->verify_err);
 	if (!kg_peer_get(c, KG_PEER_DETAIL)[0] && e) {
 		const char *r = ERR_reason_error_string(e);
 		kg_peer_setf(c, KG_PEER_DETAIL, "%s",

@@ -31,6 +31,11 @@ static unsigned cipher_bit(int cipher)
 	}
 }
 
+bool kg_ktls_cipher_ok(const struct kg_conn *c, const SSL *ssl)
+{
+	return (c->w->rt->ktls_ciphers & cipher_bit(kg_ktls_cipher_of(ssl))) != 0;
+}
+
 bool kg_ktls_wanted(const struct kg_conn *c)
 {
 	return c->kt && c->lrt->spec->ktls != KG_KTLS_OFF &&
@@ -67,7 +72,7 @@ void kg_ktls_conn_free(struct kg_conn *c)
 }
 
 /* Logs each distinct fallback reason once per worker, not once per connection. */
-static void fallback_to_user(struct kg_conn *c, const char *why)
+void kg_ktls_fallback(struct kg_conn *c, const char *why)
 {
 	static __thread char last[160];
 
@@ -78,12 +83,13 @@ static void fallback_to_user(struct kg_conn *c, const char *why)
 		kg_log_event(KG_LOG_WARN, "ktls_fallback", f, KG_NFIELDS(f));
 	}
 	kg_ktls_conn_free(c); /* the secrets are no use to the userspace relay */
-	c->relay = &kg_relay_user;
+	kg_ktls_up_free(c);
+	c->relay = c->ussl ? &kg_relay_up : &kg_relay_user;
 	c->relay->start(c);
 }
 
-static int install(int fd, const struct kg_ktls_params *p, bool *tx_installed, char *why,
-		   size_t whylen)
+int kg_ktls_install(int fd, const struct kg_ktls_params *p, bool *tx_installed, char *why,
+		    size_t whylen)
 {
 	int one = 1;
 
@@ -113,7 +119,7 @@ static int install(int fd, const struct kg_ktls_params *p, bool *tx_installed, c
 /* TLS 1.3 on a kernel that can rekey: the traffic secrets stay (in their
  * own allocation, cleansed on free) so a client KeyUpdate can be followed.
  * Anywhere else nothing outlives the handoff. */
-static struct kg_ktls_rekey *keep_secrets(struct kg_conn *c, const struct kg_ktls_params *p)
+struct kg_ktls_rekey *kg_ktls_keep_secrets(struct kg_conn *c, const struct kg_ktls_params *p)
 {
 	const struct kg_ktls_secrets *s = &c->kt->secrets;
 
@@ -130,15 +136,15 @@ static void hand_off(struct kg_conn *c)
 	bool tx_installed;
 
 	if (kg_ktls_derive(c->ssl, &c->kt->secrets, &params, why, sizeof(why)) < 0) {
-		fallback_to_user(c, why);
+		kg_ktls_fallback(c, why);
 		return;
 	}
-	int rc = install(c->cfd, &params, &tx_installed, why, sizeof(why));
-	rk = rc == 0 ? keep_secrets(c, &params) : NULL;
+	int rc = kg_ktls_install(c->cfd, &params, &tx_installed, why, sizeof(why));
+	rk = rc == 0 ? kg_ktls_keep_secrets(c, &params) : NULL;
 	OPENSSL_cleanse(&params, sizeof(params));
 	kg_ktls_conn_free(c); /* cleanses the secrets, detaches the callbacks */
 	if (rc < 0 && !tx_installed) {
-		fallback_to_user(c, why);
+		kg_ktls_fallback(c, why);
 		return;
 	}
 	if (rc < 0) {
@@ -149,7 +155,7 @@ static void hand_off(struct kg_conn *c)
 	SSL_free(c->ssl); /* the kernel owns the session now */
 	c->ssl = NULL;
 	c->rbio = c->wbio = NULL;
-	kg_relay_splice_begin(c, rk);
+	kg_relay_splice_begin(c, true, false, rk);
 }
 
 /* Reads exactly the rest of a partial record, so the socket is left at a
@@ -191,7 +197,7 @@ static void prepare(struct kg_conn *c)
 	}
 	if (SSL_get_error(c->ssl, n) != SSL_ERROR_WANT_READ) {
 		ERR_clear_error();
-		fallback_to_user(c, "client closed or sent a non-data record before the handoff");
+		kg_ktls_fallback(c, "client closed or sent a non-data record before the handoff");
 		return;
 	}
 	size_t missing = kg_rec_missing(&c->kt->rx_track);
@@ -200,7 +206,7 @@ static void prepare(struct kg_conn *c)
 		return;
 	}
 	if (BIO_ctrl_pending(c->rbio) || SSL_has_pending(c->ssl)) {
-		fallback_to_user(c, "OpenSSL still buffers client bytes at a record boundary");
+		kg_ktls_fallback(c, "OpenSSL still buffers client bytes at a record boundary");
 		return;
 	}
 	hand_off(c);
@@ -208,6 +214,10 @@ static void prepare(struct kg_conn *c)
 
 static void prep_start(struct kg_conn *c)
 {
+	if (c->ussl) {
+		kg_ktls_up_prep_start(c);
+		return;
+	}
 	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
 	if (!kg_buf_ensure(&c->bout)) {
 		kg_conn_close(c, "out_of_memory");
@@ -220,6 +230,10 @@ static void prep_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 {
 	if (c->sp) { /* handed off: the splice relay owns the completions */
 		kg_relay_splice_on_cqe(c, op, res);
+		return;
+	}
+	if (c->ussl) {
+		kg_ktls_up_prep_on_cqe(c, op, res);
 		return;
 	}
 	switch (op) {

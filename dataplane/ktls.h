@@ -2,6 +2,7 @@
  * record counts, record boundary) to the splice relay (pipes, steps). */
 #ifndef KG_KTLS_H
 #define KG_KTLS_H
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -51,8 +52,12 @@ struct kg_ktls_conn {
 /* What a connection keeps once the kernel owns the session. */
 struct kg_splice_conn {
 	struct kg_splice_dir c2b, b2c;
-	struct kg_ktls_ctrl *ctrl;       /* NULL until a control record is seen or sent */
-	struct kg_ktls_rekey *rekey;     /* TLS 1.3 secrets, only where the kernel can rekey */
+	/* Per direction: records read from its source, close_notify to its
+	 * destination. NULL until one is seen or sent. */
+	struct kg_ktls_ctrl *ctrl, *ctrl_b2c;
+	struct kg_ktls_rekey *rekey;     /* client's TLS 1.3 secrets, only where the kernel can rekey */
+	bool cli_ktls, be_ktls;          /* which sockets the kernel does TLS on */
+	uint32_t ticket_left;            /* bytes of a backend's ticket still to drop */
 };
 
 /* Which path a connection takes after the backend connect. */
@@ -66,9 +71,30 @@ void kg_ktls_conn_free(struct kg_conn *c);
 
 extern const struct kg_relay_ops kg_relay_ktls;
 
+/* Shared with ktls_up.c. */
+bool kg_ktls_cipher_ok(const struct kg_conn *c, const SSL *ssl);
+void kg_ktls_fallback(struct kg_conn *c, const char *why);
+int kg_ktls_install(int fd, const struct kg_ktls_params *p, bool *tx_installed, char *why,
+		    size_t whylen);
+/* The client's TLS 1.3 secrets for a later KeyUpdate, on a kernel that can
+ * rekey (from c->kt, before it is freed); NULL anywhere else. */
+struct kg_ktls_rekey *kg_ktls_keep_secrets(struct kg_conn *c, const struct kg_ktls_params *p);
+
+/* ktls_up.c: backend_tls connections, kTLS on the backend socket too (and on
+ * the client's when it speaks TLS). */
+bool kg_ktls_up_wanted(const struct kg_conn *c);
+int kg_ktls_up_new(struct kg_conn *c);
+void kg_ktls_up_free(struct kg_conn *c);
+void kg_ktls_up_track_rx(struct kg_conn *c, const uint8_t *p, size_t len);
+void kg_ktls_up_prep_start(struct kg_conn *c);
+void kg_ktls_up_prep_on_cqe(struct kg_conn *c, enum kg_op op, int res);
+
 /* relay_splice.c: the data path once the kernel owns the session. */
-/* Takes rk (may be NULL: the kernel cannot rekey, or TLS 1.2). */
-void kg_relay_splice_begin(struct kg_conn *c, struct kg_ktls_rekey *rk);
+/* cli_ktls / be_ktls: which sockets the kernel does TLS on (the other is plain).
+ * Takes rk (may be NULL: the kernel cannot rekey, TLS 1.2, or no kTLS on the
+ * client's socket): the client's secrets, for its KeyUpdates. */
+void kg_relay_splice_begin(struct kg_conn *c, bool cli_ktls, bool be_ktls,
+			   struct kg_ktls_rekey *rk);
 void kg_relay_splice_on_cqe(struct kg_conn *c, enum kg_op op, int res);
 /* Closes the pipes (if still open) and frees the relay state. */
 void kg_splice_conn_free(struct kg_conn *c);

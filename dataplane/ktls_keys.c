@@ -77,6 +77,11 @@ static void keylog_cb(const SSL *ssl, const char *line)
 static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
 		   SSL *ssl, void *arg)
 {
+	kg_ktls_count_record(ssl, write_p, content_type);
+}
+
+void kg_ktls_count_record(SSL *ssl, int write_p, int content_type)
+{
 	struct kg_ktls_secrets *s = secrets_of(ssl);
 
 	if (!s || content_type != SSL3_RT_HEADER)
@@ -121,6 +126,10 @@ void kg_ktls_handshake_done(SSL *ssl)
 	 * nothing follows it in either a full or an abbreviated handshake. */
 	if (SSL_version(ssl) == TLS1_3_VERSION) {
 		s->rx_records = 0;
+		/* A client (towards a backend) wrote its Finished under the
+		 * handshake keys, after logging the traffic secrets. */
+		if (!SSL_is_server(ssl))
+			s->tx_records = 0;
 	} else {
 		s->rx_records = 1;
 		s->tx_records = 1;
@@ -269,10 +278,15 @@ static int derive_tls13(SSL *ssl, int cipher, const struct kg_ktls_secrets *s,
 		snprintf(why, whylen, "traffic secrets not captured");
 		return -1;
 	}
-	if (kg_tls13_key_iv(ssl, s->server, s->secret_len, key, klen, iv) < 0)
+	/* We write with our own side's secret: server towards clients, client
+	 * towards backends. */
+	const uint8_t *ours = SSL_is_server(ssl) ? s->server : s->client;
+	const uint8_t *theirs = SSL_is_server(ssl) ? s->client : s->server;
+
+	if (kg_tls13_key_iv(ssl, ours, s->secret_len, key, klen, iv) < 0)
 		goto fail;
 	out->len = kg_ktls_fill_info(&out->tx, cipher, true, key, iv, s->tx_records);
-	if (kg_tls13_key_iv(ssl, s->client, s->secret_len, key, klen, iv) < 0)
+	if (kg_tls13_key_iv(ssl, theirs, s->secret_len, key, klen, iv) < 0)
 		goto fail;
 	kg_ktls_fill_info(&out->rx, cipher, true, key, iv, s->rx_records);
 	rc = 0;
@@ -295,9 +309,13 @@ static int derive_tls12(SSL *ssl, int cipher, const struct kg_ktls_secrets *s,
 		snprintf(why, whylen, "TLS 1.2 key block derivation failed");
 		return -1;
 	}
-	out->len = kg_ktls_fill_info(&out->tx, cipher, false, block + klen, block + 2 * klen + ivlen,
-			     s->tx_records);
-	kg_ktls_fill_info(&out->rx, cipher, false, block, block + 2 * klen, s->rx_records);
+	bool srv = SSL_is_server(ssl);
+	size_t tx = srv ? 1 : 0, rx = srv ? 0 : 1; /* 0: client's key/iv, 1: server's */
+
+	out->len = kg_ktls_fill_info(&out->tx, cipher, false, block + tx * klen,
+				     block + 2 * klen + tx * ivlen, s->tx_records);
+	kg_ktls_fill_info(&out->rx, cipher, false, block + rx * klen,
+			  block + 2 * klen + rx * ivlen, s->rx_records);
 	OPENSSL_cleanse(block, sizeof(block));
 	return 0;
 }

@@ -33,6 +33,8 @@ struct kg_ktls_params {
 void kg_ktls_prepare_ctx(SSL_CTX *ctx);
 /* Starts counting records on one connection (msg callback). */
 void kg_ktls_watch(SSL *ssl, struct kg_ktls_secrets *s);
+/* The counting itself, for a connection that has its own msg callback. */
+void kg_ktls_count_record(SSL *ssl, int write_p, int content_type);
 /* Stops it: the secrets struct is about to be freed while the SSL lives on. */
 void kg_ktls_unwatch(SSL *ssl);
 /* The handshake is done: later client records use the application keys. */

@@ -108,7 +108,8 @@ ssize_t kg_pp2_encode(const struct kg_pp2_info *in, uint8_t *out, size_t cap)
 	put_addresses(&o, in->src, in->dst);
 	len_at = KG_PP2_SIG_LEN + 2;
 	put_tlv_str(&o, KG_PP2_TYPE_AUTHORITY, in->sni);
-	put_ssl_tlv(&o, in);
+	if (!in->plain)
+		put_ssl_tlv(&o, in);
 	put_tlv_str(&o, KG_PP2_TYPE_KTLSGATE_SPIFFE, in->spiffe);
 	if (in->fingerprint)
 		put_tlv(&o, KG_PP2_TYPE_KTLSGATE_FINGERPRINT, in->fingerprint, 32);

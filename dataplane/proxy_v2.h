@@ -29,6 +29,7 @@ struct kg_pp2_info {
 	const char *sni, *version, *cn, *cipher, *sig_alg, *key_alg, *spiffe;
 	const uint8_t *fingerprint;       /* 32 bytes, or NULL */
 	bool has_cert, resumed;
+	bool plain;                       /* the client spoke plain TCP (egress): no SSL TLV */
 };
 
 /* Returns the header length, or -1 when it does not fit in cap. */

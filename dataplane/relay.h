@@ -15,4 +15,6 @@ struct kg_relay_ops {
 };
 
 extern const struct kg_relay_ops kg_relay_user;
+/* TLS (or plain TCP) from the client, TLS to the backend: relay_up.c. */
+extern const struct kg_relay_ops kg_relay_up;
 #endif

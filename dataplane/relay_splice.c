@@ -1,7 +1,8 @@
 /* kTLS relay: the kernel decrypts and encrypts; bytes move socket -> pipe ->
  * socket with IORING_OP_SPLICE and never enter userspace. Each direction is a
  * small step machine (poll, splice in, splice out) with one operation in
- * flight; non-data records from the client are read with recvmsg + cmsg. */
+ * flight; non-data records from a kTLS socket are read with recvmsg + cmsg.
+ * Either socket may be plain (mTLS in -> plain out, plain in -> mTLS out). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/tls.h>
@@ -89,36 +90,27 @@ static void set_end(struct kg_conn *c, const char *end)
 		c->end = end;
 }
 
-/* Client finished sending (close_notify or FIN): pass the FIN on. */
-static void c2b_eof(struct kg_conn *c)
+/* A direction's control record buffer, allocated the first time one is needed. */
+static struct kg_ktls_ctrl *ctrl_of(struct kg_conn *c, struct kg_splice_dir *d)
 {
-	c->sp->c2b.step = KG_SP_DONE;
-	c->cli_eof = true;
-	set_end(c, "client_eof");
-	kg_conn_shutdown_wr(c, c->bfd, KG_OP_BE_SHUT);
-}
+	struct kg_ktls_ctrl **cr = d == &c->sp->c2b ? &c->sp->ctrl : &c->sp->ctrl_b2c;
 
-/* The control record buffer, allocated the first time one is needed. */
-static struct kg_ktls_ctrl *ctrl_of(struct kg_conn *c)
-{
-	if (!c->sp->ctrl)
-		c->sp->ctrl = calloc(1, sizeof(*c->sp->ctrl));
-	if (!c->sp->ctrl)
+	if (!*cr)
+		*cr = calloc(1, sizeof(**cr));
+	if (!*cr)
 		kg_conn_close(c, "out_of_memory");
-	return c->sp->ctrl;
+	return *cr;
 }
 
-/* Backend finished: close_notify as a kTLS control record, then FIN. */
-static void b2c_eof(struct kg_conn *c)
+/* close_notify as a kTLS control record; the FIN follows on its completion. */
+static void send_close_notify(struct kg_conn *c, struct kg_splice_dir *d)
 {
+	bool to_client = d == &c->sp->b2c;
 	struct kg_ktls_ctrl *cr;
 	struct cmsghdr *cm;
 	struct io_uring_sqe *sqe;
 
-	c->sp->b2c.step = KG_SP_DONE;
-	c->be_eof = true;
-	set_end(c, "backend_eof");
-	cr = ctrl_of(c);
+	cr = ctrl_of(c, d);
 	if (!cr)
 		return;
 	cr->data[0] = 1; /* warning */
@@ -135,26 +127,50 @@ static void b2c_eof(struct kg_conn *c)
 	cm->cmsg_len = CMSG_LEN(sizeof(uint8_t));
 	*CMSG_DATA(cm) = TLS_RT_ALERT;
 	sqe = kg_get_sqe(&c->w->ring);
-	io_uring_prep_sendmsg(sqe, c->cfd, &cr->msg, MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, kg_ud(c, KG_OP_CLI_SEND));
+	io_uring_prep_sendmsg(sqe, to_client ? c->cfd : c->bfd, &cr->msg, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, kg_ud(c, to_client ? KG_OP_CLI_SEND : KG_OP_BE_SEND));
 	c->inflight++;
 }
 
-static void read_control_record(struct kg_conn *c)
+/* Client finished sending (close_notify or FIN): pass it on. */
+static void c2b_eof(struct kg_conn *c)
 {
-	struct kg_ktls_ctrl *cr = ctrl_of(c);
+	c->sp->c2b.step = KG_SP_DONE;
+	c->cli_eof = true;
+	set_end(c, "client_eof");
+	if (c->sp->be_ktls)
+		send_close_notify(c, &c->sp->c2b);
+	else
+		kg_conn_shutdown_wr(c, c->bfd, KG_OP_BE_SHUT);
+}
+
+/* Backend finished: close_notify to a TLS client, then FIN. */
+static void b2c_eof(struct kg_conn *c)
+{
+	c->sp->b2c.step = KG_SP_DONE;
+	c->be_eof = true;
+	set_end(c, "backend_eof");
+	if (c->sp->cli_ktls)
+		send_close_notify(c, &c->sp->b2c);
+	else
+		kg_conn_shutdown_wr(c, c->cfd, KG_OP_CLI_SHUT);
+}
+
+static void read_control_record(struct kg_conn *c, struct kg_splice_dir *d)
+{
+	struct kg_ktls_ctrl *cr = ctrl_of(c, d);
 	struct io_uring_sqe *sqe;
 
 	if (!cr)
 		return;
-	sqe = dir_sqe(c, &c->sp->c2b, KG_SP_CTRL);
+	sqe = dir_sqe(c, d, KG_SP_CTRL);
 	cr->iov = (struct iovec){ .iov_base = cr->data, .iov_len = sizeof(cr->data) };
 	memset(&cr->msg, 0, sizeof(cr->msg));
 	cr->msg.msg_iov = &cr->iov;
 	cr->msg.msg_iovlen = 1;
 	cr->msg.msg_control = cr->cmsg.buf;
 	cr->msg.msg_controllen = sizeof(cr->cmsg.buf);
-	io_uring_prep_recvmsg(sqe, c->cfd, &cr->msg, 0);
+	io_uring_prep_recvmsg(sqe, d->src, &cr->msg, 0);
 }
 
 static int record_type(struct msghdr *msg)
@@ -209,8 +225,8 @@ static bool send_our_key_update(struct kg_conn *c)
 		rk->tx_wanted = false;
 		return true;
 	}
-	if (step == KG_SP_OUT || step == KG_SP_POLL_OUT)
-		return false; /* mid-load: on_splice_out hands over when it drains */
+	if (step == KG_SP_OUT || step == KG_SP_POLL_OUT || step == KG_SP_CTRL_FWD)
+		return false; /* mid-load: the next pipe load sends it first */
 	rc = kg_ktls_rekey_tx(rk, c->cfd, &kg_ktls_sys_real, why, sizeof(why));
 	if (rc == -EAGAIN)
 		return false;
@@ -297,6 +313,95 @@ static void b2c_load_out(struct kg_conn *c, struct kg_splice_dir *d)
 		poll_fd(c, d, c->cfd, POLLOUT, KG_SP_POLL_REKEY);
 }
 
+#define TLS_HS_NEW_SESSION_TICKET 4
+#define TLS_ALERT_CERTIFICATE_REQUIRED 116
+
+/* A fatal alert before the backend sent a byte: it refused us (a TLS 1.3
+ * server judges our certificate after its handshake, so after the handoff). */
+static const char *backend_alert_reason(struct kg_conn *c, uint8_t alert)
+{
+	if (c->bytes_out)
+		return NULL;
+	if (alert == TLS_ALERT_CERTIFICATE_REQUIRED)
+		return "upstream_no_client_cert";
+	if (alert >= 42 && alert <= 48)
+		return "upstream_client_cert_rejected";
+	return "upstream_handshake_failed";
+}
+
+/* Walks the handshake messages of a chunk (a ticket carrying a client
+ * certificate outgrows one read): true while they are all NewSessionTickets. */
+static bool skip_tickets(struct kg_splice_conn *sp, const uint8_t *p, uint32_t n)
+{
+	uint32_t pos = sp->ticket_left < n ? sp->ticket_left : n;
+
+	sp->ticket_left -= pos;
+	while (pos < n) {
+		if (n - pos < 4 || p[pos] != TLS_HS_NEW_SESSION_TICKET)
+			return false;
+		uint32_t len = 4 + ((uint32_t)p[pos + 1] << 16 | (uint32_t)p[pos + 2] << 8 | p[pos + 3]);
+		if (len > n - pos) {
+			sp->ticket_left = len - (n - pos);
+			return true;
+		}
+		pos += len;
+	}
+	return true;
+}
+
+static void backend_control_record(struct kg_conn *c, int res)
+{
+	struct kg_ktls_ctrl *cr = c->sp->ctrl_b2c;
+	int type = record_type(&cr->msg);
+	const char *reason;
+
+	if (res <= 0) {
+		if (res == 0)
+			b2c_eof(c);
+		else
+			kg_conn_close(c, "backend_reset");
+		return;
+	}
+	if (type == TLS_RT_DATA) {
+		cr->len = (uint32_t)res;
+		cr->off = 0;
+		struct io_uring_sqe *sqe = dir_sqe(c, &c->sp->b2c, KG_SP_CTRL_FWD);
+		io_uring_prep_send(sqe, c->cfd, cr->data, cr->len, MSG_NOSIGNAL);
+		return;
+	}
+	if (type == TLS_RT_ALERT && res >= 2 && cr->data[1] == 0) {
+		b2c_eof(c); /* close_notify */
+		return;
+	}
+	/* Tickets that came after the handoff: the kernel read them, OpenSSL
+	 * can no longer use them. Dropped; resumption needs one from before. */
+	if (type == TLS_RT_HANDSHAKE && skip_tickets(c->sp, cr->data, (uint32_t)res)) {
+		if (c->sp->ticket_left)
+			read_control_record(c, &c->sp->b2c); /* the rest of a long one */
+		else
+			splice_in(c, &c->sp->b2c);
+		return;
+	}
+	if (type == TLS_RT_ALERT && res >= 2 && (reason = backend_alert_reason(c, cr->data[1]))) {
+		kg_peer_setf(c, KG_PEER_DETAIL, "backend sent alert %u after its handshake%s",
+			     cr->data[1], cr->data[1] == TLS_ALERT_CERTIFICATE_REQUIRED
+			     ? " (certificate required)" : "");
+		kg_up_refuse_ktls(c, reason);
+		b2c_eof(c);
+		return;
+	}
+	if (type == TLS_RT_ALERT && res >= 2)
+		kg_peer_setf(c, KG_PEER_DETAIL, "backend alert %u (level %u)", cr->data[1], cr->data[0]);
+	else if (type == TLS_RT_HANDSHAKE && cr->data[0] == TLS_HS_KEY_UPDATE)
+		kg_peer_setf(c, KG_PEER_DETAIL, "backend KeyUpdate: kernel cannot rekey RX");
+	else
+		kg_peer_setf(c, KG_PEER_DETAIL, "unexpected TLS record type %d from backend "
+			     "(%d bytes, first %u)", type, res, cr->data[0]);
+	kg_log_msg(KG_LOG_INFO, "ktls_control", "conn %llu: %s", (unsigned long long)c->id,
+		   kg_peer_get(c, KG_PEER_DETAIL));
+	kg_conn_close(c, type == TLS_RT_ALERT ? "backend_alert" : "backend_keyupdate");
+}
+
 static void on_splice_in(struct kg_conn *c, struct kg_splice_dir *d, int res)
 {
 	bool from_client = d == &c->sp->c2b;
@@ -311,11 +416,12 @@ static void on_splice_in(struct kg_conn *c, struct kg_splice_dir *d, int res)
 		from_client ? c2b_eof(c) : b2c_eof(c);
 	} else if (res == -EAGAIN) {
 		wait_readable(c, d);
-	} else if (from_client && res == -EKEYEXPIRED) {
+	} else if (from_client && c->sp->cli_ktls && res == -EKEYEXPIRED) {
 		/* 6.14+: a KeyUpdate we did not see (cannot happen: we read it). */
 		rekey_failed(c, "KeyUpdate: RX key expired before it was read");
-	} else if (from_client && (res == -EINVAL || res == -EIO)) {
-		read_control_record(c); /* kTLS stops splicing at a non-data record */
+	} else if ((from_client ? c->sp->cli_ktls : c->sp->be_ktls) &&
+		   (res == -EINVAL || res == -EIO)) {
+		read_control_record(c, d); /* kTLS stops splicing at a non-data record */
 	} else {
 		kg_peer_setf(c, KG_PEER_DETAIL, "splice from %s: %s",
 			 from_client ? "client" : "backend", strerror(-res));
@@ -343,7 +449,8 @@ static void on_splice_out(struct kg_conn *c, struct kg_splice_dir *d, int res)
 	bool to_backend = d == &c->sp->c2b;
 
 	if (res == -EAGAIN) {
-		if (!to_backend) /* plain TCP pushes before it reports EAGAIN */
+		/* Only a kTLS socket: plain TCP pushes before it reports EAGAIN. */
+		if (to_backend ? c->sp->be_ktls : c->sp->cli_ktls)
 			push_corked(d->dst);
 		poll_fd(c, d, d->dst, POLLOUT, KG_SP_POLL_OUT);
 		return;
@@ -363,22 +470,23 @@ static void on_splice_out(struct kg_conn *c, struct kg_splice_dir *d, int res)
 		splice_in(c, d); /* data is likely waiting: skip the poll */
 }
 
-static void on_ctrl_forwarded(struct kg_conn *c, int res)
+static void on_ctrl_forwarded(struct kg_conn *c, struct kg_splice_dir *d, int res)
 {
-	struct kg_ktls_ctrl *cr = c->sp->ctrl;
+	bool to_backend = d == &c->sp->c2b;
+	struct kg_ktls_ctrl *cr = to_backend ? c->sp->ctrl : c->sp->ctrl_b2c;
 
 	if (res <= 0) {
-		kg_conn_close(c, "backend_reset");
+		kg_conn_close(c, to_backend ? "backend_reset" : "client_reset");
 		return;
 	}
-	c->bytes_in += (uint64_t)res;
+	*(to_backend ? &c->bytes_in : &c->bytes_out) += (uint64_t)res;
 	cr->off += (uint32_t)res;
 	if (cr->off < cr->len) {
-		struct io_uring_sqe *sqe = dir_sqe(c, &c->sp->c2b, KG_SP_CTRL_FWD);
-		io_uring_prep_send(sqe, c->bfd, cr->data + cr->off, cr->len - cr->off, MSG_NOSIGNAL);
+		struct io_uring_sqe *sqe = dir_sqe(c, d, KG_SP_CTRL_FWD);
+		io_uring_prep_send(sqe, d->dst, cr->data + cr->off, cr->len - cr->off, MSG_NOSIGNAL);
 		return;
 	}
-	splice_in(c, &c->sp->c2b);
+	splice_in(c, d);
 }
 
 static void on_dir_cqe(struct kg_conn *c, struct kg_splice_dir *d, int res)
@@ -401,10 +509,13 @@ static void on_dir_cqe(struct kg_conn *c, struct kg_splice_dir *d, int res)
 		on_splice_out(c, d, res);
 		return;
 	case KG_SP_CTRL:
-		client_control_record(c, res);
+		if (d == &c->sp->c2b)
+			client_control_record(c, res);
+		else
+			backend_control_record(c, res);
 		return;
 	case KG_SP_CTRL_FWD:
-		on_ctrl_forwarded(c, res);
+		on_ctrl_forwarded(c, d, res);
 		return;
 	case KG_SP_POLL_REKEY:
 		b2c_load_out(c, d);
@@ -425,6 +536,9 @@ void kg_relay_splice_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 		return;
 	case KG_OP_CLI_SEND: /* close_notify went out (or could not) */
 		kg_conn_shutdown_wr(c, c->cfd, KG_OP_CLI_SHUT);
+		return;
+	case KG_OP_BE_SEND:
+		kg_conn_shutdown_wr(c, c->bfd, KG_OP_BE_SHUT);
 		return;
 	case KG_OP_CLI_SHUT:
 		c->cli_shut_done = true;
@@ -475,20 +589,29 @@ void kg_splice_conn_free(struct kg_conn *c)
 			close(fds[i]);
 	if (sp->ctrl)
 		OPENSSL_cleanse(sp->ctrl, sizeof(*sp->ctrl)); /* may hold client plaintext */
+	if (sp->ctrl_b2c)
+		OPENSSL_cleanse(sp->ctrl_b2c, sizeof(*sp->ctrl_b2c));
 	free(sp->ctrl);
+	free(sp->ctrl_b2c);
 	kg_ktls_rekey_free(sp->rekey); /* cleanses the secrets */
 	sp->rekey = NULL;
 	c->sp = NULL;
 }
 
-void kg_relay_splice_begin(struct kg_conn *c, struct kg_ktls_rekey *rk)
+void kg_relay_splice_begin(struct kg_conn *c, bool cli_ktls, bool be_ktls,
+			   struct kg_ktls_rekey *rk)
 {
 	struct kg_splice_conn *sp = &c->splice;
 
 	release_userspace_buffers(c);
 	c->sp = sp;
-	sp->ctrl = NULL;
-	sp->rekey = rk;
+	/* Inline in the connection: nothing left from an earlier use. */
+	*sp = (struct kg_splice_conn){ .cli_ktls = cli_ktls, .be_ktls = be_ktls };
+	/* The secrets are for the client's kTLS socket (its KeyUpdates). */
+	if (cli_ktls)
+		sp->rekey = rk;
+	else
+		kg_ktls_rekey_free(rk);
 	sp->c2b = (struct kg_splice_dir){ .src = c->cfd, .dst = c->bfd, .pipe_rd = -1, .pipe_wr = -1 };
 	sp->b2c = (struct kg_splice_dir){ .src = c->bfd, .dst = c->cfd, .pipe_rd = -1, .pipe_wr = -1 };
 	if (make_pipe(&sp->c2b) < 0 || make_pipe(&sp->b2c) < 0) {

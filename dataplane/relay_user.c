@@ -58,7 +58,7 @@ static void key_update_cb(int write_p, int version, int content_type, const void
 	c->key_updates++;
 }
 
-static bool key_update_flood(struct kg_conn *c)
+bool kg_relay_key_update_flood(struct kg_conn *c)
 {
 	if (c->key_updates <= KG_MAX_KEY_UPDATES_PER_S)
 		return false;
@@ -89,7 +89,7 @@ static void client_to_backend(struct kg_conn *c)
 	}
 	ERR_clear_error();
 	n = SSL_read(c->ssl, c->bout.data, KG_BUF_SIZE);
-	if (key_update_flood(c))
+	if (kg_relay_key_update_flood(c))
 		return;
 	kg_conn_flush_tls(c); /* e.g. a KeyUpdate answer */
 	if (c->state == KG_CS_CLOSING)
@@ -218,11 +218,16 @@ static void user_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 	}
 }
 
-static void user_start(struct kg_conn *c)
+void kg_relay_watch_key_updates(struct kg_conn *c)
 {
 	/* Replaces the kTLS record counter, which this path no longer needs. */
 	SSL_set_msg_callback(c->ssl, key_update_cb);
 	SSL_set_msg_callback_arg(c->ssl, c);
+}
+
+static void user_start(struct kg_conn *c)
+{
+	kg_relay_watch_key_updates(c);
 	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
 	/* Application bytes may have arrived with the client's Finished. */
 	client_to_backend(c);

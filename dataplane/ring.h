@@ -21,6 +21,7 @@ enum kg_op {
 	KG_OP_BE_SHUT,
 	KG_OP_CANCEL,
 	KG_OP_IGNORE,      /* fire-and-forget (close of an fd nobody waits for) */
+	KG_OP_UP_TIMER,    /* kTLS handoff: how long to wait for a backend's ticket */
 	KG_OP_MAX
 };
 

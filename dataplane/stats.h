@@ -61,6 +61,9 @@ struct kg_worker_stats {
 	uint64_t bytes_in;  /* plaintext client -> backend */
 	uint64_t bytes_out; /* plaintext backend -> client */
 	uint64_t relayed_ktls, relayed_user; /* finished connections, by relay path */
+	uint64_t upstream_handshakes;  /* TLS handshakes with backends (backend_tls) */
+	uint64_t upstream_resumed;     /* ... that resumed a session */
+	uint64_t upstream_refused;     /* backend TLS failures: result=upstream_* */
 	uint64_t hs_latency[KG_LAT_BUCKETS]; /* accept to handshake done: [2^i, 2^(i+1)) us */
 };
 #endif

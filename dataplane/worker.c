@@ -553,6 +553,7 @@ void kg_worker_request_stop(struct kg_worker *w)
 void kg_worker_join(struct kg_worker *w)
 {
 	pthread_join(w->thread, NULL);
+	kg_up_cache_free(w);
 	kg_gen_unref(w->gen);
 	w->gen = NULL;
 }

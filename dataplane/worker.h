@@ -37,6 +37,7 @@ struct kg_listener {
 } KG_ALIGNED;
 
 struct kg_conn;
+struct kg_up_cache;
 
 struct kg_worker {
 	unsigned id;
@@ -57,6 +58,7 @@ struct kg_worker {
 	struct kg_conn *conn_pool;  /* free connection objects (conn.c's slabs) */
 	unsigned nconns;
 	unsigned backend_rr;
+	struct kg_up_cache *up_cache; /* backend TLS sessions, this worker's own */
 	uint64_t next_conn_id;
 	bool draining;
 	uint64_t drain_deadline_ms;

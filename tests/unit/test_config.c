@@ -455,6 +455,89 @@ static void test_errors(void)
 	}
 }
 
+/* backend_tls: parsed per listener, inherited by sites as a copy and
+ * replaced as a whole by a site's own block; listen_tls: false listeners. */
+static void test_backend_tls(void)
+{
+	struct kg_config c;
+	char err[512];
+	const struct kg_backend_tls *b;
+
+	CHECK(load(L1 "    backend_tls:\n"
+		      "      client_cert: cc.pem\n"
+		      "      client_key: cc.key\n"
+		      "      ca: [up-ca.pem, up-ca2.pem]\n"
+		      "      crl: up.crl\n"
+		      "      verify_name: api.internal\n"
+		      "      max_version: \"1.2\"\n"
+		      "    sites:\n"
+		      "      - names: a.example\n"
+		      "      - names: b.example\n"
+		      "        backend_tls: { pkcs12: id.p12, passphrase_file: pw, ca: x.pem, verify_name: 10.0.0.1 }\n",
+		   &c, err, sizeof(err)) == 0);
+	if (!err[0]) {
+		b = c.listeners[0].auth.backend_tls;
+		CHECK(b != NULL);
+		CHECK_STR(b->id.cert.path, "cc.pem");
+		CHECK_STR(b->id.key.path, "cc.key");
+		CHECK(b->ncas == 2 && b->ncrls == 1);
+		CHECK_STR(b->verify_name, "api.internal");
+		CHECK(b->min_version == TLS1_2_VERSION && b->max_version == TLS1_2_VERSION);
+		CHECK(b->id.cert.at.line == 7);
+		b = c.listeners[0].sites[0].auth.backend_tls;
+		CHECK(b && b != c.listeners[0].auth.backend_tls);
+		CHECK(b && strcmp(b->id.cert.path, "cc.pem") == 0 && b->ncas == 2);
+		b = c.listeners[0].sites[1].auth.backend_tls;
+		CHECK(b && !b->id.cert.path && strcmp(b->id.pkcs12.path, "id.p12") == 0);
+		CHECK(b && b->ncas == 1 && strcmp(b->verify_name, "10.0.0.1") == 0);
+		CHECK(!c.listeners[0].plain);
+	} else {
+		fprintf(stderr, "backend_tls: %s\n", err);
+		t_failures++;
+	}
+	kg_config_free(&c);
+
+	CHECK(load("listeners:\n"
+		   "  - listen: \"127.0.0.1:8080\"\n"
+		   "    listen_tls: false\n"
+		   "    backends: \"10.0.0.1:443\"\n"
+		   "    backend_tls: { client_cert: c, client_key: k, ca: ca, verify_name: svc }\n",
+		   &c, err, sizeof(err)) == 0);
+	CHECK(err[0] || (c.listeners[0].plain && c.listeners[0].nids == 0 &&
+			 c.listeners[0].auth.client_auth == KG_AUTH_NONE));
+	kg_config_free(&c);
+
+#define BT L1 "    backend_tls:\n"
+	ERR(BT "      client_cert: c\n      ca: ca\n      verify_name: x\n",
+	    "7:7: client_key: required with client_cert");
+	ERR(BT "      client_key: k\n      ca: ca\n      verify_name: x\n",
+	    "7:19: client_key: given without client_cert");
+	ERR(BT "      pkcs12: p\n      client_cert: c\n      ca: ca\n      verify_name: x\n",
+	    "7:15: pkcs12: not allowed with client_cert and client_key");
+	ERR(BT "      verify_name: x\n", "7:7: ca: required: the CA the backend's certificate must chain to");
+	ERR(BT "      ca: ca\n", "7:7: verify_name: required: the name the backend's certificate must carry");
+	ERR(BT "      ca: ca\n      verify_name: \"\"\n",
+	    "8:20: verify_name: must not be empty");
+	ERR(BT "      ca: ca\n      verify_name: x\n      min_version: \"1.3\"\n      max_version: \"1.2\"\n",
+	    "9:20: min_version: is above max_version");
+	ERR(BT "      ca: ca\n      verfy_name: x\n",
+	    "8:7: verfy_name: unknown key, did you mean 'verify_name'?");
+	ERR(BT "      ca: ca\n      verify_name: x\n      passphrase_file: pw\n",
+	    "9:24: passphrase_file: given without client_key or pkcs12");
+	ERR(L1 "    backend_tls: yes\n", "6:18: backend_tls: expected a mapping, got a string");
+#undef BT
+#define PL "listeners:\n  - listen: \"127.0.0.1:8080\"\n    listen_tls: false\n" \
+	   "    backends: \"10.0.0.1:443\"\n"
+	ERR(PL, "2:5: backend_tls: required with listen_tls: false");
+	ERR(PL "    client_ca: ca.pem\n", "5:16: client_ca: not used with listen_tls: false");
+	ERR(PL "    client_auth: required\n", "5:18: client_auth: must be none with listen_tls: false");
+	ERR(PL "    identities: [{ cert: c.pem, key: c.key }]\n",
+	    "5:17: identities: not used with listen_tls: false");
+	ERR("listeners:\n  - listen: \"127.0.0.1:8080\"\n    listen_tls: no\n",
+	    "3:17: listen_tls: expected true or false, got 'no'");
+#undef PL
+}
+
 static void test_missing_file(void)
 {
 	struct kg_config c;
@@ -482,6 +565,7 @@ int main(int argc, char **argv)
 	test_sites();
 	test_defaults();
 	test_errors();
+	test_backend_tls();
 	test_missing_file();
 	unlink(path);
 	return T_DONE();

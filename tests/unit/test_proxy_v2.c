@@ -76,6 +76,19 @@ static void mixed_families_are_unspec(void)
 	CHECK(out.family == 0x00);
 }
 
+/* Egress mode: a plain TCP client gets no SSL TLV, only its addresses. */
+static void plain_client_has_no_ssl_tlv(void)
+{
+	struct sockaddr_in s = { .sin_family = AF_INET, .sin_port = htons(1) };
+	struct sockaddr_in d = { .sin_family = AF_INET, .sin_port = htons(2) };
+	uint8_t buf[KG_PP2_MAX];
+	struct kg_pp2_info in = { .src = (void *)&s, .dst = (void *)&d, .plain = true };
+	ssize_t n = kg_pp2_encode(&in, buf, sizeof(buf));
+
+	CHECK(n == 16 + 12);
+	CHECK(buf[13] == 0x11 && buf[14] == 0 && buf[15] == 12);
+}
+
 static void too_small_buffer_fails_cleanly(void)
 {
 	uint8_t buf[20];
@@ -89,6 +102,7 @@ int main(void)
 	ipv4_with_every_tlv();
 	ipv6_resumed_minimal();
 	mixed_families_are_unspec();
+	plain_client_has_no_ssl_tlv();
 	too_small_buffer_fails_cleanly();
 	return T_DONE();
 }
