@@ -141,4 +141,6 @@ void kg_backend_on_connect(struct kg_conn *c, int res);
 void kg_backend_on_header_sent(struct kg_conn *c, int res);
 /* Installs the dataplane's handshake callbacks on a generation's context. */
 void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route);
+/* Drops the worker's verification caches: its generation changed, or it stops. */
+void kg_hs_vcache_reset(struct kg_worker *w);
 #endif
