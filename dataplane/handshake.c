@@ -390,8 +390,9 @@ static void record_session(struct kg_conn *c)
 	c->peer.version = SSL_get_version(c->ssl);
 	c->peer.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
 	c->peer.resumed = SSL_session_reused(c->ssl);
-	/* A resumed session carries the certificate from the full handshake. */
-	if (peer)
+	/* A full handshake recorded the leaf while verifying it; a resumed
+	 * session carries the certificate from its full handshake. */
+	if (peer && !kg_peer_get(c, KG_PEER_SUBJECT)[0])
 		record_peer_cert(c, peer);
 }
 
