@@ -232,6 +232,7 @@ static void log_totals(const struct kg_worker *workers, unsigned n)
 		t.conns_total += s->conns_total;
 		t.handshakes_ok += s->handshakes_ok;
 		t.handshakes_resumed += s->handshakes_resumed;
+		t.verify_cache_hits += s->verify_cache_hits;
 		t.handshakes_refused += s->handshakes_refused;
 		t.backend_failures += s->backend_failures;
 		t.conn_limit_hits += s->conn_limit_hits;
@@ -244,6 +245,7 @@ static void log_totals(const struct kg_worker *workers, unsigned n)
 	f[nf++] = KG_I("connections", t.conns_total);
 	f[nf++] = KG_I("handshakes_ok", t.handshakes_ok);
 	f[nf++] = KG_I("resumed", t.handshakes_resumed);
+	f[nf++] = KG_I("verify_cache_hits", t.verify_cache_hits);
 	f[nf++] = KG_I("refused", t.handshakes_refused);
 	for (int r = 0; r < KG_REFUSAL_COUNT; r++) {
 		if (!t.refused[r])

@@ -67,6 +67,9 @@ static void counters(FILE *f, const struct kg_worker_stats *s)
 	counter(f, "ktlsgate_handshakes_ok_total", "Verified handshakes.", s->handshakes_ok);
 	counter(f, "ktlsgate_handshakes_resumed_total", "Handshakes that resumed a session.",
 		s->handshakes_resumed);
+	counter(f, "ktlsgate_verify_cache_hits_total",
+		"Full handshakes whose client chain verdict came from the verification cache.",
+		s->verify_cache_hits);
 	refusals(f, s);
 	counter(f, "ktlsgate_upstream_handshakes_total", "TLS handshakes with backends (backend_tls).",
 		s->upstream_handshakes);

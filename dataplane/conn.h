@@ -189,4 +189,6 @@ bool kg_relay_key_update_flood(struct kg_conn *c);
 
 /* Installs the dataplane's handshake callbacks on a generation's context. */
 void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route);
+/* Drops the worker's verification caches: its generation changed, or it stops. */
+void kg_hs_vcache_reset(struct kg_worker *w);
 #endif

@@ -4,7 +4,9 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "alert.h"
 #include "certtext.h"
@@ -12,6 +14,7 @@
 #include "log.h"
 #include "policy.h"
 #include "ticket_keys.h"
+#include "verify_cache.h"
 
 static int conn_ex_index = -1;
 static pthread_once_t ex_index_once = PTHREAD_ONCE_INIT;
@@ -66,15 +69,82 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store)
 	return preverify_ok;
 }
 
-/* The chain first, then who may pass: a refused client gets access_denied
- * inside the handshake, never a finished handshake and a close. */
+/* The worker's cache for site, made on the site's first handshake. A
+ * connection still on an older generation gets none: its cache is gone. */
+static struct kg_vcache_slot *vcache_of(struct kg_conn *c, const struct kg_site *site)
+{
+	struct kg_worker *w = c->w;
+	struct kg_vcache_slot *s;
+
+	if (c->gen != w->gen)
+		return NULL;
+	for (size_t i = 0; i < w->nvcaches; i++)
+		if (w->vcaches[i].site == site && w->vcaches[i].gen == w->gen->number)
+			return &w->vcaches[i];
+	s = realloc(w->vcaches, (w->nvcaches + 1) * sizeof(*s));
+	if (!s)
+		return NULL;
+	w->vcaches = s;
+	s = &s[w->nvcaches];
+	s->cache = kg_vcache_new(KG_VCACHE_ENTRIES);
+	if (!s->cache)
+		return NULL;
+	s->site = site;
+	s->gen = w->gen->number;
+	s->crl_limit = kg_vcache_crls_limit(site->trust.crls);
+	w->nvcaches++;
+	return s;
+}
+
+void kg_hs_vcache_reset(struct kg_worker *w)
+{
+	for (size_t i = 0; i < w->nvcaches; i++)
+		kg_vcache_free(w->vcaches[i].cache);
+	free(w->vcaches);
+	w->vcaches = NULL;
+	w->nvcaches = 0;
+}
+
+/* A chain that just verified stays good until its first certificate (or the
+ * site's first CRL) expires. */
+static void vcache_remember(struct kg_vcache_slot *vc, const uint8_t *key, X509_STORE_CTX *store)
+{
+	int64_t nb, na;
+
+	if (!kg_vcache_chain_window(X509_STORE_CTX_get0_chain(store), &nb, &na))
+		return;
+	if (vc->crl_limit < na)
+		na = vc->crl_limit;
+	if (na > (int64_t)time(NULL))
+		kg_vcache_insert(vc->cache, key, nb, na);
+}
+
+/* The chain (from the cache, or verified in full) first, then who may pass:
+ * a refused client gets access_denied inside the handshake, never a finished
+ * handshake and a close. A cache hit only skips OpenSSL's chain building and
+ * CRL lookups; the rules run every time. */
 static int verify_chain_cb(X509_STORE_CTX *store, void *arg)
 {
 	const struct kg_route *route = arg;
 	struct kg_conn *c = conn_of_store(store);
+	X509 *leaf = X509_STORE_CTX_get0_cert(store);
+	struct kg_vcache_slot *vc = c ? vcache_of(c, route->site) : NULL;
+	uint8_t key[KG_VCACHE_KEY_LEN];
+	bool keyed = vc && kg_vcache_chain_key(leaf, X509_STORE_CTX_get0_untrusted(store), key) == 0;
 	const char *rule = NULL;
-	int ok = X509_verify_cert(store);
+	int ok;
 
+	if (keyed && kg_vcache_lookup(vc->cache, key, (int64_t)time(NULL))) {
+		c->w->stats.verify_cache_hits++;
+		if (!kg_peer_get(c, KG_PEER_SUBJECT)[0])
+			record_peer_cert(c, leaf);
+		ok = 1;
+	} else {
+		ok = X509_verify_cert(store);
+		/* Failures are never stored: they keep OpenSSL's alert and reason. */
+		if (ok > 0 && keyed)
+			vcache_remember(vc, key, store);
+	}
 	if (ok <= 0 || !c)
 		return ok;
 	if (kg_policy_check(route->site->policy, X509_STORE_CTX_get0_cert(store), &rule))
@@ -326,8 +396,9 @@ static void record_session(struct kg_conn *c)
 	c->peer.version = SSL_get_version(c->ssl);
 	c->peer.cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
 	c->peer.resumed = SSL_session_reused(c->ssl);
-	/* A resumed session carries the certificate from the full handshake. */
-	if (peer)
+	/* A full handshake recorded the leaf while verifying it; a resumed
+	 * session carries the certificate from its full handshake. */
+	if (peer && !kg_peer_get(c, KG_PEER_SUBJECT)[0])
 		record_peer_cert(c, peer);
 }
 

@@ -51,6 +51,7 @@ struct kg_worker_stats {
 	uint64_t handshakes_refused;
 	uint64_t refused[KG_REFUSAL_COUNT];
 	uint64_t handshakes_resumed;
+	uint64_t verify_cache_hits; /* client chains not verified again (verify_cache.h) */
 	uint64_t handshake_timeouts;
 	uint64_t idle_timeouts;
 	uint64_t connect_timeouts;

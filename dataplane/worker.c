@@ -418,6 +418,7 @@ static void handle(struct kg_worker *w, struct kg_wmsg *m)
 		kg_gen_unref(w->gen);
 		w->gen = m->gen; /* the reference travels with the message */
 		m->gen = NULL;
+		kg_hs_vcache_reset(w); /* new CAs, CRLs or rules: nothing verified before counts */
 		break;
 	case KG_WMSG_STATS:
 		copy_stats(w, m);
@@ -554,6 +555,7 @@ void kg_worker_join(struct kg_worker *w)
 {
 	pthread_join(w->thread, NULL);
 	kg_up_cache_free(w);
+	kg_hs_vcache_reset(w);
 	kg_gen_unref(w->gen);
 	w->gen = NULL;
 }

@@ -38,6 +38,15 @@ struct kg_listener {
 
 struct kg_conn;
 struct kg_up_cache;
+struct kg_vcache;
+
+/* This worker's verification cache for one site of its current generation. */
+struct kg_vcache_slot {
+	const struct kg_site *site;
+	uint64_t gen;      /* generation number the site belongs to */
+	int64_t crl_limit; /* the site's earliest CRL nextUpdate: no verdict outlives it */
+	struct kg_vcache *cache;
+};
 
 struct kg_worker {
 	unsigned id;
@@ -69,6 +78,8 @@ struct kg_worker {
 	bool trim_pending;          /* handshakes ran since the last malloc_trim */
 	uint64_t last_trim_ms;
 	int exit_status;
+	struct kg_vcache_slot *vcaches; /* grown on a site's first handshake; emptied per generation */
+	size_t nvcaches;
 	struct kg_worker_stats stats;
 } KG_ALIGNED;
 
