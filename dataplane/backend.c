@@ -61,9 +61,15 @@ static void try_backend(struct kg_conn *c)
 
 static void start_relay(struct kg_conn *c)
 {
-	if (kg_ktls_wanted(c)) {
+	enum kg_record_engine e = c->lrt->spec->record_engine;
+
+	if ((e == KG_ENGINE_AUTO || e == KG_ENGINE_KTLS) && kg_ktls_wanted(c)) {
 		c->relay = &kg_relay_ktls;
+	} else if ((e == KG_ENGINE_AUTO || e == KG_ENGINE_DPDK) && kg_dpdk_wanted(c)) {
+		c->relay = &kg_relay_dpdk;
 	} else {
+		if (e == KG_ENGINE_DPDK)
+			c->w->stats.dpdk_fallbacks++; /* cipher or protocol the device lacks */
 		c->relay = &kg_relay_user;
 		if (c->kt)
 			kg_ktls_conn_free(c); /* cipher the kernel lacks */

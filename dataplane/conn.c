@@ -112,6 +112,8 @@ static void conn_free(struct kg_conn *c)
 	kg_srclimit_release(&c->src);
 	if (c->relay == &kg_relay_ktls)
 		w->stats.relayed_ktls++;
+	else if (c->relay == &kg_relay_dpdk)
+		w->stats.relayed_dpdk++;
 	else if (c->relay)
 		w->stats.relayed_user++;
 	w->stats.bytes_in += c->bytes_in;
@@ -121,6 +123,7 @@ static void conn_free(struct kg_conn *c)
 	kg_ktls_conn_free(c);
 	if (c->sp)
 		kg_splice_conn_free(c);
+	kg_dpdk_conn_free(c);
 	SSL_free(c->ssl); /* frees the BIOs too */
 	buf_release(&c->cin);
 	buf_release(&c->bout);

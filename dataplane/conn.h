@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "dpdk.h"
 #include "ktls.h"
 #include "relay.h"
 #include "ring.h"
@@ -88,6 +89,7 @@ struct kg_conn {
 	const struct kg_relay_ops *relay;
 	struct kg_ktls_conn *kt;    /* handshake-time key capture: freed at handoff */
 	struct kg_splice_conn *sp;  /* the kTLS splice relay, from the handoff on */
+	struct kg_dpdk_conn *dp;    /* the DPDK record engine, from the handoff on */
 	uint64_t start_ms, deadline_ms;
 	uint64_t start_us;          /* handshake latency is measured from accept */
 	uint64_t bytes_in, bytes_out;

@@ -150,25 +150,56 @@ static const char *digest_name(const SSL *ssl)
 }
 
 /* HKDF-Expand-Label(secret, label, "", len) from RFC 8446 §7.1. */
-static int tls13_expand(const SSL *ssl, const uint8_t *secret, size_t secret_len,
-			const char *label, uint8_t *out, size_t len)
+static int tls13_expand_md(const char *md, const uint8_t *secret, size_t secret_len,
+			   const char *label, uint8_t *out, size_t len)
 {
 	EVP_KDF *kdf = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_TLS1_3_KDF, NULL);
 	EVP_KDF_CTX *kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
 	int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY, rc = -1;
 	OSSL_PARAM params[] = {
 		OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
-		OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)digest_name(ssl), 0),
+		OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)md, 0),
 		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)secret, secret_len),
 		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PREFIX, "tls13 ", 6),
 		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_LABEL, (void *)label, strlen(label)),
 		OSSL_PARAM_construct_end(),
 	};
 
-	if (kctx && digest_name(ssl) && EVP_KDF_derive(kctx, out, len, params) == 1)
+	if (kctx && md && EVP_KDF_derive(kctx, out, len, params) == 1)
 		rc = 0;
 	EVP_KDF_CTX_free(kctx);
 	EVP_KDF_free(kdf);
+	return rc;
+}
+
+static int tls13_expand(const SSL *ssl, const uint8_t *secret, size_t secret_len,
+			const char *label, uint8_t *out, size_t len)
+{
+	return tls13_expand_md(digest_name(ssl), secret, secret_len, label, out, len);
+}
+
+const char *kg_tls13_digest_name(const SSL *ssl)
+{
+	return digest_name(ssl);
+}
+
+int kg_tls13_key_iv_md(const char *md, const uint8_t *secret, size_t secret_len, uint8_t *key,
+		       size_t key_len, uint8_t iv[12])
+{
+	if (tls13_expand_md(md, secret, secret_len, "key", key, key_len) < 0 ||
+	    tls13_expand_md(md, secret, secret_len, "iv", iv, 12) < 0)
+		return -1;
+	return 0;
+}
+
+int kg_tls13_next_secret(const char *md, uint8_t *secret, size_t secret_len)
+{
+	uint8_t next[EVP_MAX_MD_SIZE];
+	int rc = tls13_expand_md(md, secret, secret_len, "traffic upd", next, secret_len);
+
+	if (rc == 0)
+		memcpy(secret, next, secret_len);
+	OPENSSL_cleanse(next, sizeof(next));
 	return rc;
 }
 

@@ -47,4 +47,10 @@ int kg_ktls_derive(SSL *ssl, const struct kg_ktls_secrets *s, struct kg_ktls_par
 int kg_tls13_key_iv(SSL *ssl, const uint8_t *secret, size_t secret_len, uint8_t *key,
 		    size_t key_len, uint8_t iv[12]);
 size_t kg_ktls_key_len(int cipher);
+/* The same without an SSL object (after the handoff): md is the suite's hash. */
+int kg_tls13_key_iv_md(const char *md, const uint8_t *secret, size_t secret_len, uint8_t *key,
+		       size_t key_len, uint8_t iv[12]);
+/* KeyUpdate: secret = HKDF-Expand-Label(secret, "traffic upd", "", len), in place. */
+int kg_tls13_next_secret(const char *md, uint8_t *secret, size_t secret_len);
+const char *kg_tls13_digest_name(const SSL *ssl);
 #endif

@@ -18,6 +18,7 @@ struct kg_runtime {
 	struct kg_gen *gen;    /* the generation workers start with */
 	bool ktls;             /* hand sessions to kernel TLS when the cipher allows */
 	unsigned ktls_ciphers; /* KG_KTLS_BIT_* the kernel accepts for TX and RX */
+	unsigned dpdk_ciphers; /* KG_KTLS_BIT_* the cryptodev does; 0: no DPDK engine */
 };
 
 
@@ -66,6 +67,7 @@ struct kg_worker {
 	uint64_t last_trim_ms;
 	int exit_status;
 	struct kg_worker_stats stats;
+	struct kg_dpdk_worker *dp;  /* cryptodev queue pair and pools; NULL: none */
 } KG_ALIGNED;
 
 /* Creates listener sockets (bound, listening) for every listener address of
