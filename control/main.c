@@ -85,7 +85,7 @@ static void log_start(const struct kg_runtime *rt, unsigned nworkers)
 		KG_I("listeners", cfg->nlisteners),
 		KG_S("listen", listen),
 		KG_S("backends", backends),
-		KG_S("relay", rt->ktls ? "ktls" : "user"),
+		KG_S("relay", rt->ktls ? "ktls" : rt->dpdk_ciphers ? "dpdk" : "user"),
 	};
 	kg_log_event(KG_LOG_INFO, "start", f, KG_NFIELDS(f));
 }
@@ -504,6 +504,7 @@ int main(int argc, char **argv)
 	kg_metrics_http_stop(mh);
 	kg_ctl_stop(ctl);
 	log_totals(workers, nworkers);
+	kg_dpdk_shutdown(workers, nworkers);
 	kg_log_msg(KG_LOG_INFO, "stopped", "all connections closed");
 	free(workers);
 	free(log_file);

@@ -30,6 +30,8 @@ int kg_dpdk_init(const char *vdevs, unsigned nworkers, struct kg_dpdk_caps *caps
 /* Per-worker pools and the queue pair; NULL on failure (the worker then relays
  * with OpenSSL). Called before the worker thread starts. */
 struct kg_dpdk_worker *kg_dpdk_worker_new(unsigned id);
+/* After the workers stopped: pools, device, EAL. */
+void kg_dpdk_shutdown(struct kg_worker *workers, unsigned n);
 /* Submits the crypto operations queued by connections since the last call,
  * in one burst, and hands every finished batch back to its connection. */
 void kg_dpdk_flush(struct kg_worker *w);
@@ -49,6 +51,7 @@ static inline int kg_dpdk_init(const char *vdevs, unsigned nworkers, struct kg_d
 }
 static inline struct kg_dpdk_worker *kg_dpdk_worker_new(unsigned id) { return NULL; }
 static inline void kg_dpdk_flush(struct kg_worker *w) {}
+static inline void kg_dpdk_shutdown(struct kg_worker *workers, unsigned n) {}
 static inline void kg_dpdk_conn_free(struct kg_conn *c) {}
 #endif
 

@@ -200,3 +200,23 @@ void kg_dpdk_flush(struct kg_worker *w)
 		}
 	}
 }
+
+void kg_dpdk_shutdown(struct kg_worker *workers, unsigned n)
+{
+	if (!kg_dpdk_g.ready)
+		return;
+	for (unsigned i = 0; i < n; i++) {
+		struct kg_dpdk_worker *dw = workers[i].dp;
+		if (!dw)
+			continue;
+		rte_mempool_free(dw->ops);
+		rte_mempool_free(dw->mbufs);
+		free(dw);
+		workers[i].dp = NULL;
+	}
+	rte_cryptodev_stop(kg_dpdk_g.dev);
+	rte_cryptodev_close(kg_dpdk_g.dev);
+	rte_mempool_free(kg_dpdk_g.sessions);
+	kg_dpdk_g.ready = false;
+	rte_eal_cleanup();
+}

@@ -64,7 +64,7 @@ struct kg_dpdk_conn {
 	struct kg_buf to_cli;     /* sealed records in tx (or ctrl), on their way out */
 	uint8_t ctrl[64];
 	uint32_t tx_ready;        /* backend bytes in the slots, not sealed yet */
-	uint8_t ctrl_pending, ctrl_sending, alert;
+	uint8_t ctrl_pending, ctrl_sending, alert, alert_level;
 	uint64_t ku_window_ms;
 	unsigned ku_count;
 };
@@ -249,7 +249,7 @@ static void tx_ctrl(struct kg_conn *c)
 		blen = 5;
 		type = 22;
 	} else {
-		body[0] = d->ctrl_pending == CTRL_CLOSE_NOTIFY ? 1 : 2;
+		body[0] = d->ctrl_pending == CTRL_CLOSE_NOTIFY ? 1 : d->alert_level;
 		body[1] = d->ctrl_pending == CTRL_CLOSE_NOTIFY ? 0 : d->alert;
 		blen = 2;
 		type = 21;
@@ -377,7 +377,7 @@ static void tx_pump(struct kg_conn *c)
 	tx_recv(c);
 }
 
-static void queue_ctrl(struct kg_conn *c, uint8_t what, uint8_t alert)
+static void queue_ctrl(struct kg_conn *c, uint8_t what, uint8_t alert, uint8_t level)
 {
 	struct kg_dpdk_conn *d = c->dp;
 
@@ -385,16 +385,23 @@ static void queue_ctrl(struct kg_conn *c, uint8_t what, uint8_t alert)
 		return; /* a fatal alert goes first and last */
 	d->ctrl_pending = what;
 	d->alert = alert;
+	d->alert_level = level;
 	tx_pump(c);
 }
 
 /* A fatal problem with the client's records: alert, then close. */
-static void fatal(struct kg_conn *c, uint8_t alert, const char *end, const char *detail)
+static void fatal_at(struct kg_conn *c, uint8_t level, uint8_t alert, const char *end,
+		     const char *detail)
 {
 	kg_peer_setf(c, KG_PEER_DETAIL, "%s", detail);
 	set_end(c, end);
 	c->cli_eof = true;
-	queue_ctrl(c, CTRL_ALERT, alert);
+	queue_ctrl(c, CTRL_ALERT, alert, level);
+}
+
+static void fatal(struct kg_conn *c, uint8_t alert, const char *end, const char *detail)
+{
+	fatal_at(c, 2, alert, end, detail);
 }
 
 static void on_backend_recv(struct kg_conn *c, int res)
@@ -407,7 +414,7 @@ static void on_backend_recv(struct kg_conn *c, int res)
 	if (res == 0) {
 		c->be_eof = true;
 		set_end(c, "backend_eof");
-		queue_ctrl(c, CTRL_CLOSE_NOTIFY, 0);
+		queue_ctrl(c, CTRL_CLOSE_NOTIFY, 0, 1);
 		return;
 	}
 	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
@@ -602,7 +609,7 @@ static int rx_key_update(struct kg_conn *c, const uint8_t *m, uint32_t len)
 		return -1;
 	}
 	if (m[4] == 1) /* update_requested: ours goes out before any later data */
-		queue_ctrl(c, CTRL_KEY_UPDATE, 0);
+		queue_ctrl(c, CTRL_KEY_UPDATE, 0, 0);
 	rc = 0;
 	return rc;
 }
@@ -646,6 +653,10 @@ static int rx_record(struct kg_conn *c, uint8_t *r, uint8_t *pt, uint32_t *packe
 	case 22:
 		if (d->tls13 && len >= 1 && body[0] == 24)
 			return rx_key_update(c, body, len) < 0 ? -1 : 0;
+		if (!d->tls13) { /* renegotiation: refused with a warning, as OpenSSL does */
+			fatal_at(c, 1, 100, "client_tls_error", "client tried to renegotiate");
+			return -1;
+		}
 		fatal(c, 10, "unexpected_message", "client handshake message after handoff");
 		return -1;
 	default:

@@ -1,0 +1,206 @@
+"""The DPDK cryptodev record engine (record_engine: dpdk): interop with
+OpenSSL clients for every suite the PMD has, record boundaries, KeyUpdate,
+close_notify, a corrupted record, many connections. Skipped only when the
+build has DPDK off (-Ddpdk=disabled)."""
+import hashlib
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+import tlsclient
+from conftest import control
+
+MIB = 1 << 20
+
+CONFIG = """
+global:
+  record_engine: dpdk
+  workers: 2
+listeners:
+  - listen: "127.0.0.1:{port}"
+    identities: [{{ cert: "{pki}/server-ecdsa-chain.crt", key: "{pki}/server-ecdsa.key" }}]
+    client_ca: "{pki}/client-ca.pem"
+    backends: "{backend}"
+    tls: {{ ciphersuites: "{suites}" }}
+"""
+
+SUITES13 = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+SUITES12 = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-ECDSA-CHACHA20-POLY1305"]
+
+
+@pytest.fixture
+def dpdk_daemon(start_config, echo_backend):
+    """start(suites=...) -> (Daemon, port); skips when the build has no DPDK."""
+    def start(suites=":".join(SUITES13), backend=None):
+        d, port, _ = start_config(CONFIG, ready=False, backend=backend or echo_backend.addr,
+                                  suites=suites)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            text = d.text()
+            if " ready " in text or '"event":"ready"' in text:
+                break
+            if d.proc.poll() is not None:
+                if "built without DPDK" in text:
+                    pytest.skip("this build has DPDK off (-Ddpdk=disabled)")
+                raise AssertionError(f"ktlsgate exited:\n{text[-3000:]}")
+            time.sleep(0.05)
+        assert "engine=dpdk" in d.text() or '"engine":"dpdk"' in d.text(), d.text()[-3000:]
+        return d, port
+    return start
+
+
+def transfer_64mib(pki, port, version, ciphers=None):
+    ctx = tlsclient.context(pki, version=version, ciphers=ciphers)
+    return tlsclient.echo_transfer(ctx, port, 64 * MIB, timeout=300)
+
+
+@pytest.mark.parametrize("suite", SUITES13)
+def test_tls13_64_mib_each_way(pki, dpdk_daemon, suite):
+    d, port = dpdk_daemon(suites=suite)
+    ok, info = transfer_64mib(pki, port, ssl.TLSVersion.TLSv1_3)
+    assert ok and info["cipher"] == suite
+    line = d.wait_access(1)[-1]
+    assert "path=dpdk" in line and f"bytes_in={64 * MIB}" in line, line
+
+
+@pytest.mark.parametrize("suite", SUITES12)
+def test_tls12_64_mib_each_way(pki, dpdk_daemon, suite):
+    d, port = dpdk_daemon()
+    ok, info = transfer_64mib(pki, port, ssl.TLSVersion.TLSv1_2, ciphers=suite)
+    assert ok and info["cipher"] == suite
+    line = d.wait_access(1)[-1]
+    assert "path=dpdk" in line and f"bytes_out={64 * MIB}" in line, line
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                         ids=["tls12", "tls13"])
+def test_record_boundaries(pki, dpdk_daemon, version):
+    """1-byte records, exactly 16 KiB, 16 KiB + 1 (two records each way)."""
+    d, port = dpdk_daemon()
+    s = tlsclient.connect(tlsclient.context(pki, version=version), port)
+    s.settimeout(20)
+    for size in (1, 16384, 16385, 3 * 16384 + 7):
+        payload = os.urandom(size)
+        s.sendall(payload)
+        got = b""
+        while len(got) < size:
+            got += s.recv(65536)
+        assert got == payload, size
+    ones = os.urandom(300)
+    for b in ones:  # 300 one-byte records
+        s.sendall(bytes([b]))
+    got = b""
+    while len(got) < len(ones):
+        got += s.recv(65536)
+    assert got == ones
+    s.unwrap()  # close_notify both ways
+    s.close()
+    assert "path=dpdk" in d.wait_access(1)[-1]
+
+
+def test_close_notify_half_close(pki, dpdk_daemon, sink_backend):
+    d, port = dpdk_daemon(backend=sink_backend.addr)
+    payload = os.urandom(MIB + 3)
+    reply = tlsclient.half_close_exchange(tlsclient.context(pki), port, payload)
+    assert reply == hashlib.sha256(payload).hexdigest().encode()
+    line = d.wait_access(1)[-1]
+    assert "end=client_eof" in line and "path=dpdk" in line, line
+
+
+def test_key_update_from_openssl_s_client(pki, dpdk_daemon):
+    """s_client 'K' sends KeyUpdate(update_requested), 'k' without: the engine
+    rekeys its receive side, answers with its own KeyUpdate, and keeps going."""
+    d, port = dpdk_daemon()
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
+                          "-cert", f"{pki}/client.crt", "-cert_chain", f"{pki}/client-chain.crt",
+                          "-key", f"{pki}/client.key", "-CAfile", f"{pki}/root-ca.crt"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in (b"before-update\n", b"K\n", b"after-requested\n", b"k\n", b"after-plain\n",
+                 b"K\n", b"last\n"):
+        p.stdin.write(line)
+        p.stdin.flush()
+        time.sleep(0.4)
+    time.sleep(0.5)
+    p.terminate()
+    out = p.communicate(timeout=10)[0].decode(errors="replace")
+    for word in ("before-update", "after-requested", "after-plain", "last"):
+        assert word in out, out[-2000:]
+    line = d.wait_access(1)[-1]
+    assert "path=dpdk" in line and "bytes_in=" in line
+    assert "bytes_in=0" not in line
+    stats = control(d.ctl_path, {"cmd": "show stats"})
+    assert stats["ok"], stats
+    assert stats["total"]["dpdk"]["key_updates"] == 3, stats["total"]["dpdk"]
+    assert "KEYUPDATE" in out
+
+
+def test_corrupted_record_gets_bad_record_mac(pki, dpdk_daemon):
+    """A flipped ciphertext bit: the client receives bad_record_mac, then EOF."""
+    d, port = dpdk_daemon()
+    ctx = tlsclient.context(pki, version=ssl.TLSVersion.TLSv1_3)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(out.read())
+            data = raw.recv(65536)
+            assert data
+            inc.write(data)
+    raw.sendall(out.read())
+    obj.write(b"x" * 100)
+    rec = bytearray(out.read())
+    rec[20] ^= 0x01
+    raw.sendall(bytes(rec))
+    err = None
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        data = raw.recv(65536)
+        if not data:
+            break
+        inc.write(data)
+        try:
+            obj.read(65536)
+        except ssl.SSLWantReadError:
+            continue
+        except ssl.SSLError as e:
+            err = e
+            break
+    assert err is not None and "BAD_RECORD_MAC" in str(err).upper(), err
+    assert raw.recv(65536) == b""  # and the server closes
+    raw.close()
+    line = d.wait_access(1)[-1]
+    assert "end=bad_record_mac" in line and "path=dpdk" in line, line
+
+
+def test_100_concurrent_connections(pki, dpdk_daemon):
+    d, port = dpdk_daemon()
+    ctx = tlsclient.context(pki)
+    results = [None] * 100
+
+    def one(i):
+        try:
+            results[i] = tlsclient.echo_transfer(ctx, port, 256 * 1024, timeout=120)[0]
+        except Exception as e:  # recorded, asserted below
+            results[i] = repr(e)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert results == [True] * 100, [r for r in results if r is not True][:5]
+    lines = d.wait_access(100, timeout=30)
+    assert sum("path=dpdk" in l and "bytes_in=262144" in l for l in lines) == 100
+    stats = control(d.ctl_path, {"cmd": "show stats"})
+    # Bytes that arrive with the handshake are OpenSSL's before the handoff.
+    assert stats["total"]["dpdk"]["records_rx"] >= 100 * 8
+    assert stats["total"]["dpdk"]["bursts"] > 0
