@@ -204,3 +204,48 @@ def test_100_concurrent_connections(pki, dpdk_daemon):
     # Bytes that arrive with the handshake are OpenSSL's before the handoff.
     assert stats["total"]["dpdk"]["records_rx"] >= 100 * 8
     assert stats["total"]["dpdk"]["bursts"] > 0
+
+
+def test_eal_pins_nothing(pki, dpdk_daemon):
+    """EAL runs on the control thread with --lcores = our own CPU set: the main
+    thread keeps the process's CPUs, each worker keeps the one it pinned itself,
+    and EAL's own threads stay off a single worker CPU."""
+    d, port = dpdk_daemon()
+    pid = d.proc.pid
+    allowed = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith("Cpus_allowed_list:"):
+                    allowed[int(tid)] = line.split()[1]
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            allowed[int(tid)] = (f.read().strip(), allowed[int(tid)])
+    mine = os.sched_getaffinity(0)
+    expect = f"{min(mine)}-{max(mine)}" if len(mine) > 1 else str(min(mine))
+    assert allowed[pid][1] == expect, allowed
+    info = d.ctl("show info")
+    worker_cpus = sorted(str(w["cpu"]) for w in info["workers"])
+    singles = sorted(cpus for comm, cpus in allowed.values() if "-" not in cpus and "," not in cpus)
+    assert singles == worker_cpus, allowed  # only the workers are pinned, each to its own
+    assert "dpdk" in info["record_engine"], info["record_engine"]
+
+
+def test_tls13_padded_records_accepted(pki, dpdk_daemon):
+    """s_client -record_padding pads every TLS 1.3 record to 512 bytes: the
+    engine strips the zeros and finds the inner content type."""
+    d, port = dpdk_daemon()
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
+                          "-cert", f"{pki}/client.crt", "-cert_chain", f"{pki}/client-chain.crt",
+                          "-key", f"{pki}/client.key", "-CAfile", f"{pki}/root-ca.crt",
+                          "-record_padding", "512"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in (b"padded-one\n", b"padded-two\n"):
+        p.stdin.write(line)
+        p.stdin.flush()
+        time.sleep(0.4)
+    time.sleep(0.4)
+    p.terminate()
+    out = p.communicate(timeout=10)[0].decode(errors="replace")
+    assert "padded-one" in out.split("---")[-1] and "padded-two" in out, out[-2000:]
+    line = d.wait_access(1)[-1]
+    assert "path=dpdk" in line and "bytes_in=22 " in line, line
