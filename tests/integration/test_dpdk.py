@@ -249,3 +249,24 @@ def test_tls13_padded_records_accepted(pki, dpdk_daemon):
     assert "padded-one" in out.split("---")[-1] and "padded-two" in out, out[-2000:]
     line = d.wait_access(1)[-1]
     assert "path=dpdk" in line and "bytes_in=22 " in line, line
+
+
+def test_curl_through_the_engine(pki, start_config, http_backend):
+    """curl (libcurl + OpenSSL) as the client, an HTTP backend behind the engine."""
+    d, port, _ = start_config(CONFIG, ready=False, backend=http_backend.addr,
+                              suites=":".join(SUITES13))
+    deadline = time.time() + 20
+    while time.time() < deadline and " ready " not in d.text() and d.proc.poll() is None:
+        time.sleep(0.05)
+    if d.proc.poll() is not None and "built without DPDK" in d.text():
+        pytest.skip("this build has DPDK off (-Ddpdk=disabled)")
+    for tls in ("--tlsv1.2", "--tlsv1.3"):
+        args = ["curl", "-sS", tls, "--cacert", f"{pki}/root-ca.crt",
+                "--cert", f"{pki}/client-chain.crt", "--key", f"{pki}/client.key",
+                "--resolve", f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/"]
+        if tls == "--tlsv1.2":
+            args[3:3] = ["--tls-max", "1.2"]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=20)
+        assert out.returncode == 0 and out.stdout == "hello", out.stderr
+    lines = d.wait_access(2)
+    assert all("path=dpdk" in l for l in lines[-2:]), lines
