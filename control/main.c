@@ -177,8 +177,10 @@ static void setup_engine(struct kg_runtime *rt, struct kg_worker *workers, unsig
 			goto out;
 	}
 	if (!wants_dpdk && !auto_may) {
-		engine = engine_named(cfg, KG_ENGINE_KTLS) ? "ktls" : "openssl";
-		why = "record_engine set";
+		bool ktls = engine_named(cfg, KG_ENGINE_KTLS) != NULL;
+		engine = ktls && rt->ktls ? "ktls" : "openssl";
+		why = !ktls ? "record_engine: openssl" : rt->ktls ? "record_engine: ktls"
+			: "record_engine: ktls, but kernel TLS is unavailable";
 		goto out;
 	}
 	if (!KG_DPDK_BUILT)
