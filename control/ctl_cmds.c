@@ -88,7 +88,7 @@ static json_t *dpdk_json(const struct kg_worker_stats *s)
 
 	for (int i = 0; i < KG_BURST_BUCKETS; i++)
 		json_array_append_new(hist, json_integer((json_int_t)s->dpdk_burst_hist[i]));
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I}",
 			 "connections", (json_int_t)s->relayed_dpdk,
 			 "records_rx", (json_int_t)s->dpdk_records_rx,
 			 "records_tx", (json_int_t)s->dpdk_records_tx,
@@ -98,7 +98,8 @@ static json_t *dpdk_json(const struct kg_worker_stats *s)
 			 "burst_ops", (json_int_t)s->dpdk_burst_ops,
 			 "burst_size_log2", hist,
 			 "fallbacks", (json_int_t)s->dpdk_fallbacks,
-			 "key_updates", (json_int_t)s->dpdk_key_updates);
+			 "key_updates", (json_int_t)s->dpdk_key_updates,
+			 "queue_waits", (json_int_t)s->dpdk_queue_waits);
 }
 
 static json_t *stats_json(const struct kg_worker_stats *s)

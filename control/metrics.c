@@ -92,6 +92,8 @@ static void dpdk_counters(FILE *f, const struct kg_worker_stats *s)
 		(unsigned long long)s->dpdk_fallbacks);
 	counter(f, "ktlsgate_dpdk_key_updates_total", "TLS 1.3 KeyUpdates from clients (DPDK engine).",
 		s->dpdk_key_updates);
+	counter(f, "ktlsgate_dpdk_queue_waits_total",
+		"Batches that waited for room in a worker's crypto queue.", s->dpdk_queue_waits);
 }
 
 static void counters(FILE *f, const struct kg_worker_stats *s)

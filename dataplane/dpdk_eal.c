@@ -180,13 +180,16 @@ void kg_dpdk_flush(struct kg_worker *w)
 	struct kg_dpdk_worker *dw = w->dp;
 	struct rte_crypto_op *done[256];
 
-	/* Completions may queue new batches (a KeyUpdate answer): loop until quiet. */
-	while (dw && dw->npending) {
+	/* Completions may queue new batches (a KeyUpdate answer), and waiting
+	 * connections queue theirs once there is room: loop until quiet. */
+	while (dw && (dw->npending || dw->nwaiters)) {
 		unsigned n = dw->npending, sent = 0, back = 0;
 
-		w->stats.dpdk_bursts++;
-		w->stats.dpdk_burst_ops += n;
-		w->stats.dpdk_burst_hist[kg_burst_bucket(n)]++;
+		if (n) {
+			w->stats.dpdk_bursts++;
+			w->stats.dpdk_burst_ops += n;
+			w->stats.dpdk_burst_hist[kg_burst_bucket(n)]++;
+		}
 		memcpy(dw->batch, dw->pending, n * sizeof(dw->pending[0]));
 		dw->npending = 0;
 		while (back < n) {
@@ -198,6 +201,15 @@ void kg_dpdk_flush(struct kg_worker *w)
 				kg_dp_op_done(w, done[i]);
 			back += got;
 		}
+		unsigned nw = dw->nwaiters;
+		struct kg_conn *w8[64];
+		/* Resume at most 64 per round so that their batches fit the queue. */
+		nw = nw > 64 ? 64 : nw;
+		memcpy(w8, dw->waiters, nw * sizeof(w8[0]));
+		memmove(dw->waiters, dw->waiters + nw, (dw->nwaiters - nw) * sizeof(w8[0]));
+		dw->nwaiters -= nw;
+		for (unsigned i = 0; i < nw; i++)
+			kg_conn_on_cqe(w8[i], KG_OP_CRYPTO_WAIT, 0, 0);
 	}
 }
 

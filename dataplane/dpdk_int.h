@@ -9,7 +9,10 @@
 
 #include "dpdk.h"
 
+#ifndef KG_DP_MAX_PENDING /* a test build may shrink it to exercise the waiting list */
 #define KG_DP_MAX_PENDING 16384 /* operations queued per worker between flushes */
+#endif
+#define KG_DP_MAX_WAITERS 8192
 
 /* The private area after each operation's sym op: nonce, AAD and owner. */
 struct kg_dp_op_priv {
@@ -30,6 +33,10 @@ struct kg_dpdk_worker {
 	struct rte_crypto_op *pending[KG_DP_MAX_PENDING];
 	struct rte_crypto_op *batch[KG_DP_MAX_PENDING]; /* the burst being run */
 	unsigned npending;
+	/* Connections that found the queue full: each holds one inflight count
+	 * and is resumed (KG_OP_CRYPTO_WAIT) once the burst has drained it. */
+	struct kg_conn *waiters[KG_DP_MAX_WAITERS];
+	unsigned nwaiters;
 };
 
 struct kg_dpdk_global {

@@ -29,6 +29,8 @@
 #define KG_DP_BATCH 64                  /* records per batch and direction */
 #define KG_DP_TAG 16
 #define KG_DP_KEY_UPDATES_PER_S 8
+/* A waiting connection must always fit into an empty queue, both ways. */
+_Static_assert(KG_DP_MAX_PENDING >= 2 * KG_DP_BATCH, "crypto queue smaller than two batches");
 
 enum { DIR_RX = 0, DIR_TX = 1 };
 enum { CTRL_NONE, CTRL_CLOSE_NOTIFY, CTRL_KEY_UPDATE, CTRL_ALERT };
@@ -65,6 +67,7 @@ struct kg_dpdk_conn {
 	uint8_t ctrl[64];
 	uint32_t tx_ready;        /* backend bytes in the slots, not sealed yet */
 	uint8_t ctrl_pending, ctrl_sending, alert, alert_level;
+	bool waiting;             /* on the worker's waiting list */
 	uint64_t ku_window_ms;
 	unsigned ku_count;
 };
@@ -223,6 +226,29 @@ static void shut(struct kg_conn *c, bool client)
 	}
 }
 
+/* Room for a whole batch in the worker's queue; if not, the connection waits
+ * (one inflight count) and is resumed by kg_dpdk_flush. */
+static bool room(struct kg_conn *c)
+{
+	struct kg_dpdk_worker *dw = c->w->dp;
+	struct kg_dpdk_conn *d = c->dp;
+
+	if (dw->npending + KG_DP_BATCH <= KG_DP_MAX_PENDING)
+		return true;
+	if (d->waiting)
+		return false;
+	if (dw->nwaiters == KG_DP_MAX_WAITERS) {
+		c->w->stats.dpdk_fallbacks++;
+		kg_conn_close(c, "crypto_queue_full");
+		return false;
+	}
+	d->waiting = true;
+	c->w->stats.dpdk_queue_waits++;
+	dw->waiters[dw->nwaiters++] = c;
+	c->inflight++;
+	return false;
+}
+
 static bool start_batch(struct kg_conn *c, int dir, unsigned n)
 {
 	struct kg_dp_batch *b = &c->dp->b[dir];
@@ -362,6 +388,8 @@ static void tx_pump(struct kg_conn *c)
 
 	if (c->state == KG_CS_CLOSING || d->b[DIR_TX].busy || c->cli_send_busy || d->to_cli.len)
 		return;
+	if ((d->ctrl_pending || d->tx_ready) && !room(c))
+		return;
 	if (d->ctrl_pending) {
 		tx_ctrl(c);
 		return;
@@ -497,6 +525,8 @@ static unsigned rx_open(struct kg_conn *c)
 	unsigned h = hdr_len(d), n = 0, ct_max = d->tls13 ? KG_DP_CT_MAX : KG_DP_PT_MAX + 2048;
 	uint32_t pos = d->rx_pos;
 
+	if (d->rx_len - pos >= 5 && !room(c))
+		return 1; /* resumed by kg_dpdk_flush; nothing else to do meanwhile */
 	while (n < KG_DP_BATCH && d->rx_len - pos >= 5) {
 		uint8_t *r = d->rx + pos, aad[13];
 		uint32_t len = (uint32_t)r[3] << 8 | r[4];
@@ -761,6 +791,12 @@ void kg_relay_dpdk_on_cqe(struct kg_conn *c, int op, int res)
 		return;
 	case KG_OP_CRYPTO_TX:
 		on_tx_sealed(c);
+		return;
+	case KG_OP_CRYPTO_WAIT:
+		c->dp->waiting = false;
+		rx_pump(c);
+		if (c->state != KG_CS_CLOSING)
+			tx_pump(c);
 		return;
 	case KG_OP_CLI_SHUT:
 		c->cli_shut_done = true;
