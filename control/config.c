@@ -35,6 +35,12 @@ void kg_config_apply_overrides(struct kg_config *c, const struct kg_options *o)
 		c->workers = o->workers;
 	if (o->log_format_set)
 		c->log_format = o->log_format;
+	if (o->record_engine_set) {
+		c->record_engine = o->record_engine;
+		c->record_engine_at = (struct kg_where){ .key = "--record-engine" };
+		for (size_t i = 0; i < c->nlisteners; i++)
+			c->listeners[i].record_engine = o->record_engine;
+	}
 	if (o->ktls_set) {
 		c->ktls = o->ktls;
 		for (size_t i = 0; i < c->nlisteners; i++)
@@ -267,6 +273,7 @@ void kg_config_free(struct kg_config *c)
 	free(c->group);
 	free(c->log_file);
 	free(c->control_socket);
+	free(c->dpdk_vdevs);
 	free(c->file);
 	memset(c, 0, sizeof(*c));
 }

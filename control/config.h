@@ -140,6 +140,7 @@ struct kg_listener_spec {
 	size_t nsites;
 	enum kg_ktls_mode ktls;
 	bool plain;                    /* listen_tls: false - plain TCP in (egress mode) */
+	enum kg_record_engine record_engine;
 	struct kg_where at;
 };
 
@@ -155,6 +156,9 @@ struct kg_config {
 	struct kg_addr_spec metrics_listen; /* Prometheus over HTTP; only when metrics_http */
 	bool metrics_http;
 	enum kg_ktls_mode ktls;
+	enum kg_record_engine record_engine;
+	char *dpdk_vdevs;   /* EAL --vdev list, comma-separated; NULL: crypto_aesni_mb */
+	struct kg_where record_engine_at;
 	unsigned max_conns; /* per worker */
 	unsigned max_conns_per_source; /* live connections per client IP, whole process; 0: no cap */
 	unsigned handshake_timeout_ms, idle_timeout_ms, connect_timeout_ms, drain_timeout_ms;

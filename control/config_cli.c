@@ -133,6 +133,8 @@ int kg_config_from_options(const struct kg_options *o, struct kg_config *c, char
 	c->workers = o->workers;
 	c->log_format = o->log_format;
 	c->ktls = o->ktls;
+	c->record_engine = o->record_engine;
+	c->record_engine_at = (struct kg_where){ .key = "--record-engine" };
 	c->max_conns = o->max_conns;
 	c->max_conns_per_source = o->max_conns_per_source;
 	c->handshake_timeout_ms = o->handshake_timeout_ms;
@@ -147,6 +149,7 @@ int kg_config_from_options(const struct kg_options *o, struct kg_config *c, char
 	l->min_version = TLS1_2_VERSION;
 	l->max_version = TLS1_3_VERSION;
 	l->ktls = o->ktls;
+	l->record_engine = o->record_engine;
 	l->at = flag_where("--listen");
 	l->addrs = addrs_from("--listen", o->listen, o->nlisten);
 	l->naddrs = o->nlisten;

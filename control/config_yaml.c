@@ -831,6 +831,52 @@ static int g_ktls(struct yctx *y, const struct ynode *v, const char *key, void *
 	return set_ktls(y, v, key, &((struct kg_config *)obj)->ktls);
 }
 
+static int set_engine(struct yctx *y, const struct ynode *v, const char *key,
+		      enum kg_record_engine *dst)
+{
+	int i;
+
+	if (set_enum(y, v, key, kg_record_engine_names, 4, &i) < 0)
+		return -1;
+	*dst = (enum kg_record_engine)i;
+	return 0;
+}
+
+static int g_record_engine(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	struct kg_config *c = obj;
+
+	c->record_engine_at = where(y, v, key);
+	return set_engine(y, v, key, &c->record_engine);
+}
+
+/* EAL virtual devices: "crypto_aesni_mb" or a list; kept comma-joined. */
+static int g_dpdk_vdevs(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	struct kg_config *c = obj;
+	struct ynode *const *kids;
+	size_t n;
+	char buf[512] = "";
+
+	int rc = items(y, v, key, &kids, &n);
+	if (rc < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		const struct ynode *it = kids ? kids[i] : v;
+		if (get_text(y, it, key) < 0)
+			return -1;
+		if (!*it->text || strchr(it->text, ','))
+			return fail(y, it, key, "expected a vdev name such as crypto_aesni_mb");
+		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s", i ? "," : "",
+			 it->text);
+	}
+	if (n == 0)
+		return fail(y, v, key, "expected at least one vdev");
+	free(c->dpdk_vdevs);
+	c->dpdk_vdevs = strdup(buf);
+	return c->dpdk_vdevs ? 0 : oom(y, v, key);
+}
+
 static int g_max_conns(struct yctx *y, const struct ynode *v, const char *key, void *obj)
 {
 	return set_uint(y, v, key, 1, INT_MAX, &((struct kg_config *)obj)->max_conns);
@@ -888,6 +934,7 @@ static int g_kill_revoked(struct yctx *y, const struct ynode *v, const char *key
 static const struct ykey global_keys[] = {
 	{ "workers", g_workers }, { "cpus", g_cpus }, { "user", g_user }, { "group", g_group },
 	{ "log", g_log }, { "control_socket", g_control_socket }, { "ktls", g_ktls },
+	{ "record_engine", g_record_engine }, { "dpdk_vdevs", g_dpdk_vdevs },
 	{ "metrics_listen", g_metrics_listen },
 	{ "max_connections", g_max_conns }, { "timeouts", g_timeouts },
 	{ "max_connections_per_source", g_max_per_source },
@@ -1493,6 +1540,11 @@ static int l_listen_tls(struct yctx *y, const struct ynode *v, const char *key, 
 	return 0;
 }
 
+static int l_record_engine(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_engine(y, v, key, &((struct lctx *)obj)->l->record_engine);
+}
+
 static int l_ktls(struct yctx *y, const struct ynode *v, const char *key, void *obj)
 {
 	return set_ktls(y, v, key, &((struct lctx *)obj)->l->ktls);
@@ -1571,7 +1623,7 @@ static int l_tls(struct yctx *y, const struct ynode *v, const char *key, void *o
 
 static const struct ykey listener_keys[] = {
 	{ "name", l_name }, { "listen", l_listen }, { "listen_tls", l_listen_tls },
-	{ "ktls", l_ktls }, { "tls", l_tls },
+	{ "ktls", l_ktls }, { "tls", l_tls }, { "record_engine", l_record_engine },
 	{ "identities", l_ids }, { "sites", l_sites }, AUTH_KEYS,
 };
 
@@ -1611,6 +1663,7 @@ static int parse_listener(struct yctx *y, const struct ynode *m, size_t idx,
 	l->min_version = TLS1_2_VERSION;
 	l->max_version = TLS1_3_VERSION;
 	l->ktls = y->c->ktls;
+	l->record_engine = y->c->record_engine;
 	l->at = where(y, m, "listeners");
 	if (WALK(y, m, "listeners", listener_keys, &lc) < 0)
 		return -1;

@@ -50,11 +50,12 @@ static json_t *cmd_show_info(struct kg_daemon *d, json_t *req)
 	const struct kg_gen *g = d->rt->gen;
 	for (size_t i = 0; i < g->nlisteners; i++)
 		json_array_append_new(listeners, listener_json(&g->listeners[i]));
-	r = json_pack("{s:b, s:s, s:i, s:I, s:s?, s:I, s:{s:b, s:s}, s:o, s:o}", "ok", 1,
+	r = json_pack("{s:b, s:s, s:i, s:I, s:s?, s:I, s:{s:b, s:s}, s:s, s:o, s:o}", "ok", 1,
 		      "version", KG_VERSION, "pid", (int)getpid(),
 		      "uptime_s", (json_int_t)(time(NULL) - d->started), "config", g->cfg.file,
 		      "generation", (json_int_t)d->gen_number, "ktls", "available", d->ktls_available,
-		      "description", d->ktls_desc, "workers", workers, "listeners", listeners);
+		      "description", d->ktls_desc, "record_engine", d->engine_desc, "workers", workers,
+		      "listeners", listeners);
 	pthread_mutex_unlock(&d->lock);
 	return r;
 }
@@ -79,14 +80,36 @@ static int gather_stats(struct kg_daemon *d, struct kg_worker_stats *per, struct
 	return 0;
 }
 
+/* The DPDK record engine's counters: records, bytes, bursts (sizes as a
+ * power-of-two histogram) and fallbacks to OpenSSL. */
+static json_t *dpdk_json(const struct kg_worker_stats *s)
+{
+	json_t *hist = json_array();
+
+	for (int i = 0; i < KG_BURST_BUCKETS; i++)
+		json_array_append_new(hist, json_integer((json_int_t)s->dpdk_burst_hist[i]));
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I}",
+			 "connections", (json_int_t)s->relayed_dpdk,
+			 "records_rx", (json_int_t)s->dpdk_records_rx,
+			 "records_tx", (json_int_t)s->dpdk_records_tx,
+			 "bytes_rx", (json_int_t)s->dpdk_bytes_rx,
+			 "bytes_tx", (json_int_t)s->dpdk_bytes_tx,
+			 "bursts", (json_int_t)s->dpdk_bursts,
+			 "burst_ops", (json_int_t)s->dpdk_burst_ops,
+			 "burst_size_log2", hist,
+			 "fallbacks", (json_int_t)s->dpdk_fallbacks,
+			 "key_updates", (json_int_t)s->dpdk_key_updates,
+			 "queue_waits", (json_int_t)s->dpdk_queue_waits);
+}
+
 static json_t *stats_json(const struct kg_worker_stats *s)
 {
 	json_t *refused = json_object();
 
 	for (int r = 0; r < KG_REFUSAL_COUNT; r++)
 		json_object_set_new(refused, kg_refusal_names[r], json_integer((json_int_t)s->refused[r]));
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I},"
-			 " s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:o,"
+			 " s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:I}",
 			 "conns_active", (json_int_t)s->conns_active,
 			 "conns_total", (json_int_t)s->conns_total,
 			 "handshakes_ok", (json_int_t)s->handshakes_ok,
@@ -94,6 +117,7 @@ static json_t *stats_json(const struct kg_worker_stats *s)
 			 "resumed", (json_int_t)s->handshakes_resumed, "refused", refused,
 			 "bytes_in", (json_int_t)s->bytes_in, "bytes_out", (json_int_t)s->bytes_out,
 			 "relay_ktls", (json_int_t)s->relayed_ktls, "relay_user", (json_int_t)s->relayed_user,
+			 "relay_dpdk", (json_int_t)s->relayed_dpdk, "dpdk", dpdk_json(s),
 			 "handshake_latency_us",
 			 "p50", (json_int_t)kg_stats_latency_quantile(s, 0.50),
 			 "p90", (json_int_t)kg_stats_latency_quantile(s, 0.90),

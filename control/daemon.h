@@ -24,6 +24,7 @@ struct kg_daemon {
 	time_t started;
 	char ktls_desc[256];
 	bool ktls_available;
+	char engine_desc[256];  /* the record engine chosen at start, and why */
 	pthread_mutex_t lock;         /* one change of generation at a time */
 	uint64_t gen_number;
 	time_t gen_built;

@@ -86,7 +86,7 @@ static void log_start(const struct kg_runtime *rt, unsigned nworkers)
 		KG_I("listeners", cfg->nlisteners),
 		KG_S("listen", listen),
 		KG_S("backends", backends),
-		KG_S("relay", rt->ktls ? "ktls" : "user"),
+		KG_S("relay", rt->ktls ? "ktls" : rt->dpdk_ciphers ? "dpdk" : "user"),
 	};
 	kg_log_event(KG_LOG_INFO, "start", f, KG_NFIELDS(f));
 }
@@ -147,6 +147,70 @@ static void setup_ktls(struct kg_runtime *rt, char *desc, size_t desclen)
 	rt->ktls_rekey = caps.available && caps.rekey;
 	kg_log_msg(caps.available ? KG_LOG_INFO : KG_LOG_WARN, "ktls", "kTLS: %s%s", desc,
 		   caps.available ? "" : " - using userspace relay");
+}
+
+/* The listener (or global setting) that names engine e, if any. */
+static const struct kg_where *engine_named(const struct kg_config *cfg, enum kg_record_engine e)
+{
+	if (cfg->record_engine == e)
+		return &cfg->record_engine_at;
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].record_engine == e)
+			return &cfg->listeners[i].at;
+	return NULL;
+}
+
+/* record_engine: auto prefers kTLS, then DPDK, then OpenSSL. Starts the EAL
+ * (once, here on the control thread) when some listener may use DPDK, gives
+ * each worker its queue pair, and says in one line which engine and why. */
+static void setup_engine(struct kg_runtime *rt, struct kg_worker *workers, unsigned n,
+			 char *desc, size_t desclen)
+{
+	const struct kg_config *cfg = &rt->gen->cfg;
+	const struct kg_where *wants_dpdk = engine_named(cfg, KG_ENGINE_DPDK);
+	bool auto_may = engine_named(cfg, KG_ENGINE_AUTO) != NULL;
+	struct kg_dpdk_caps caps = { 0 };
+	char err[512] = "", where[512];
+	const char *engine, *why;
+
+	if (auto_may && rt->ktls) {
+		engine = "ktls", why = "kernel TLS available";
+		if (!wants_dpdk)
+			goto out;
+	}
+	if (!wants_dpdk && !auto_may) {
+		bool ktls = engine_named(cfg, KG_ENGINE_KTLS) != NULL;
+		engine = ktls && rt->ktls ? "ktls" : "openssl";
+		why = !ktls ? "record_engine: openssl" : rt->ktls ? "record_engine: ktls"
+			: "record_engine: ktls, but kernel TLS is unavailable";
+		goto out;
+	}
+	if (!KG_DPDK_BUILT)
+		snprintf(err, sizeof(err), "built without DPDK (-Ddpdk=disabled)");
+	else if (kg_dpdk_init(cfg->dpdk_vdevs, n, &caps, err, sizeof(err)) == 0)
+		for (unsigned i = 0; i < n; i++)
+			if (!(workers[i].dp = kg_dpdk_worker_new(i)))
+				snprintf(err, sizeof(err), "worker %u: no cryptodev pools", i);
+	if (err[0] && wants_dpdk) {
+		kg_where_format(wants_dpdk, where, sizeof(where));
+		snprintf(desc, desclen, "%s: record_engine dpdk: %s", where, err);
+		die(desc);
+	}
+	if (!err[0])
+		rt->dpdk_ciphers = caps.ciphers;
+	if (!(auto_may && rt->ktls)) {
+		engine = err[0] ? "openssl" : "dpdk";
+		why = err[0] ? err : "kernel TLS unavailable, DPDK cryptodev ready";
+	}
+out:
+	snprintf(desc, desclen, "%s (%s)%s%s", engine, why, caps.available ? " cryptodev=" : "",
+		 caps.available ? caps.dev : "");
+	struct kg_field f[] = {
+		KG_S("engine", engine), KG_S("reason", why),
+		KG_S("cryptodev", caps.available ? caps.dev : NULL),
+		KG_I("dpdk_ciphers", rt->dpdk_ciphers),
+	};
+	kg_log_event(KG_LOG_INFO, "record_engine", f, KG_NFIELDS(f));
 }
 
 /* --check: everything start-up would do, without serving. */
@@ -422,6 +486,7 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&d.lock, NULL);
 	setup_ktls(&rt, d.ktls_desc, sizeof(d.ktls_desc));
 	d.ktls_available = rt.ktls;
+	setup_engine(&rt, workers, nworkers, d.engine_desc, sizeof(d.engine_desc));
 	struct kg_ctl *ctl = open_control_socket(&d, &opt, &pd);
 	struct kg_metrics_http *mh = start_metrics_http(&d, &opt);
 	if (kg_privdrop_apply(&pd, err, sizeof(err)) < 0)
@@ -447,6 +512,7 @@ int main(int argc, char **argv)
 	kg_metrics_http_stop(mh);
 	kg_ctl_stop(ctl);
 	log_totals(workers, nworkers);
+	kg_dpdk_shutdown(workers, nworkers);
 	kg_log_msg(KG_LOG_INFO, "stopped", "all connections closed");
 	free(workers);
 	free(log_file);

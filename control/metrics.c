@@ -59,6 +59,43 @@ static void refusals(FILE *f, const struct kg_worker_stats *s)
 			(unsigned long long)s->refused[r]);
 }
 
+/* The DPDK record engine (zero when it is not in use). */
+static void dpdk_counters(FILE *f, const struct kg_worker_stats *s)
+{
+	head(f, "ktlsgate_engine_records_total", "counter", "TLS records protected by engine.");
+	fprintf(f, "ktlsgate_engine_records_total{engine=\"dpdk\",dir=\"rx\"} %llu\n",
+		(unsigned long long)s->dpdk_records_rx);
+	fprintf(f, "ktlsgate_engine_records_total{engine=\"dpdk\",dir=\"tx\"} %llu\n",
+		(unsigned long long)s->dpdk_records_tx);
+	head(f, "ktlsgate_engine_bytes_total", "counter", "Plaintext bytes through an engine.");
+	fprintf(f, "ktlsgate_engine_bytes_total{engine=\"dpdk\",dir=\"rx\"} %llu\n",
+		(unsigned long long)s->dpdk_bytes_rx);
+	fprintf(f, "ktlsgate_engine_bytes_total{engine=\"dpdk\",dir=\"tx\"} %llu\n",
+		(unsigned long long)s->dpdk_bytes_tx);
+	head(f, "ktlsgate_engine_burst_size", "histogram", "Crypto operations per cryptodev burst.");
+	uint64_t cum = 0;
+	for (int i = 0; i < KG_BURST_BUCKETS; i++) {
+		cum += s->dpdk_burst_hist[i];
+		if (i < KG_BURST_BUCKETS - 1)
+			fprintf(f, "ktlsgate_engine_burst_size_bucket{engine=\"dpdk\",le=\"%u\"} %llu\n",
+				(2u << i) - 1, (unsigned long long)cum);
+	}
+	fprintf(f, "ktlsgate_engine_burst_size_bucket{engine=\"dpdk\",le=\"+Inf\"} %llu\n",
+		(unsigned long long)cum);
+	fprintf(f, "ktlsgate_engine_burst_size_sum{engine=\"dpdk\"} %llu\n",
+		(unsigned long long)s->dpdk_burst_ops);
+	fprintf(f, "ktlsgate_engine_burst_size_count{engine=\"dpdk\"} %llu\n",
+		(unsigned long long)s->dpdk_bursts);
+	head(f, "ktlsgate_engine_fallbacks_total", "counter",
+	     "Connections that wanted an engine and were relayed by OpenSSL.");
+	fprintf(f, "ktlsgate_engine_fallbacks_total{engine=\"dpdk\"} %llu\n",
+		(unsigned long long)s->dpdk_fallbacks);
+	counter(f, "ktlsgate_dpdk_key_updates_total", "TLS 1.3 KeyUpdates from clients (DPDK engine).",
+		s->dpdk_key_updates);
+	counter(f, "ktlsgate_dpdk_queue_waits_total",
+		"Batches that waited for room in a worker's crypto queue.", s->dpdk_queue_waits);
+}
+
 static void counters(FILE *f, const struct kg_worker_stats *s)
 {
 	head(f, "ktlsgate_connections_active", "gauge", "Connections open now.");
@@ -82,6 +119,9 @@ static void counters(FILE *f, const struct kg_worker_stats *s)
 		(unsigned long long)s->relayed_ktls);
 	fprintf(f, "ktlsgate_relayed_connections_total{path=\"user\"} %llu\n",
 		(unsigned long long)s->relayed_user);
+	fprintf(f, "ktlsgate_relayed_connections_total{path=\"dpdk\"} %llu\n",
+		(unsigned long long)s->relayed_dpdk);
+	dpdk_counters(f, s);
 	counter(f, "ktlsgate_bytes_in_total", "Plaintext bytes client to backend (finished connections).",
 		s->bytes_in);
 	counter(f, "ktlsgate_bytes_out_total", "Plaintext bytes backend to client (finished connections).",

@@ -12,7 +12,7 @@ enum {
 	OPT_LISTEN = 256, OPT_CERT, OPT_KEY, OPT_CLIENT_CA, OPT_BACKEND, OPT_CRL,
 	OPT_WORKERS, OPT_VERIFY_DEPTH, OPT_MAX_CONNS, OPT_HS_TIMEOUT, OPT_IDLE_TIMEOUT,
 	OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_LOG_FORMAT, OPT_CHECK, OPT_CONFIG,
-	OPT_HELP, OPT_VERSION, OPT_KTLS,
+	OPT_HELP, OPT_VERSION, OPT_KTLS, OPT_RECORD_ENGINE,
 	OPT_ALLOW_CN, OPT_ALLOW_DNS, OPT_ALLOW_URI, OPT_ALLOW_SUBJECT, OPT_DENY_SERIAL,
 	OPT_MAX_CONNS_PER_SOURCE, OPT_USER, OPT_GROUP, OPT_CONTROL_SOCKET, OPT_METRICS_LISTEN,
 };
@@ -37,6 +37,7 @@ static const struct option long_options[] = {
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ "ktls", required_argument, NULL, OPT_KTLS },
+	{ "record-engine", required_argument, NULL, OPT_RECORD_ENGINE },
 	{ "allow-cn", required_argument, NULL, OPT_ALLOW_CN },
 	{ "allow-dns", required_argument, NULL, OPT_ALLOW_DNS },
 	{ "allow-uri", required_argument, NULL, OPT_ALLOW_URI },
@@ -55,6 +56,7 @@ void kg_options_usage(FILE *out)
 	fputs("usage: ktlsgate --listen HOST:PORT --cert FILE --key FILE --client-ca FILE\n"
 	      "                --backend HOST:PORT|unix:/path [options]\n"
 	      "       ktlsgate --config FILE [--check] [--workers N] [--log-format F] [--ktls M]\n"
+	      "                [--record-engine E]\n"
 	      "  --config FILE            YAML configuration (see configs/ktlsgate.yaml); only --user,\n"
 	      "                           --group, --check, --workers, --log-format, --ktls,\n"
 	      "                           --control-socket, --metrics-listen may be added, and they\n"
@@ -75,6 +77,8 @@ void kg_options_usage(FILE *out)
 	      "  --log-format text|json   access and event log format on stderr (default text)\n"
 	      "  --ktls auto|off|required hand sessions to kernel TLS: when the kernel can (auto,\n"
 	      "                           default), never, or refuse to start without it\n"
+	      "  --record-engine auto|ktls|dpdk|openssl  who protects records after the\n"
+	      "                           handshake (auto: kTLS, else DPDK cryptodev, else OpenSSL)\n"
 	      "  --allow-cn NAME          only clients whose certificate has this CN (repeatable;\n"
 	      "                           with several --allow-*, any one of them lets a client in)\n"
 	      "  --allow-dns NAME         ... a SAN dNSName (exact, or *.example.com)\n"
@@ -128,6 +132,8 @@ static int parse_seconds(const char *s, unsigned *ms)
 	*ms = (unsigned)(v * 1000.0 + 0.5);
 	return *ms ? 0 : -1;
 }
+
+const char *const kg_record_engine_names[4] = { "auto", "ktls", "dpdk", "openssl" };
 
 #define FAIL(...) do { snprintf(err, errlen, __VA_ARGS__); return KG_PARSE_ERROR; } while (0)
 
@@ -221,6 +227,14 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 			FAIL("--ktls %s: expected auto, off or required", arg);
 		o->ktls_set = true;
 		return KG_PARSE_OK;
+	case OPT_RECORD_ENGINE:
+		for (int i = 0; i < 4; i++)
+			if (strcmp(arg, kg_record_engine_names[i]) == 0) {
+				o->record_engine = (enum kg_record_engine)i;
+				o->record_engine_set = true;
+				return KG_PARSE_OK;
+			}
+		FAIL("--record-engine %s: expected auto, ktls, dpdk or openssl", arg);
 	case OPT_USER:
 		o->user = arg;
 		return KG_PARSE_OK;

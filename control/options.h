@@ -15,6 +15,9 @@
 #define KG_MAX_CLI_RULES 64
 
 enum kg_ktls_mode { KG_KTLS_AUTO, KG_KTLS_OFF, KG_KTLS_REQUIRED };
+/* Who protects records after the handshake: auto prefers kTLS, then DPDK, then OpenSSL. */
+enum kg_record_engine { KG_ENGINE_AUTO, KG_ENGINE_KTLS, KG_ENGINE_DPDK, KG_ENGINE_OPENSSL };
+extern const char *const kg_record_engine_names[4];
 
 struct kg_identity_files {
 	const char *cert_file; /* leaf first, then intermediates */
@@ -56,7 +59,8 @@ struct kg_options {
 	unsigned drain_timeout_ms;
 	enum kg_log_format log_format;
 	enum kg_ktls_mode ktls;
-	bool log_format_set, ktls_set; /* given: they win over the --config file */
+	enum kg_record_engine record_engine;
+	bool log_format_set, ktls_set, record_engine_set; /* given: they win over --config */
 	const char *user, *group;
 	const char *control_socket;  /* wins over global.control_socket */
 	struct kg_addr metrics_listen; /* --metrics-listen: wins over global.metrics_listen */

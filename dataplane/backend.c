@@ -62,14 +62,26 @@ static void try_backend(struct kg_conn *c)
 
 static void start_relay(struct kg_conn *c)
 {
+	enum kg_record_engine e = c->lrt->spec->record_engine;
+
 	if (c->ussl) {
 		/* TLS on the backend side: kTLS on both sockets (the backend's
 		 * alone for a plain client) when the kernel has both ciphers,
-		 * else both sessions stay in OpenSSL. */
-		c->relay = kg_ktls_up_wanted(c) ? &kg_relay_ktls : &kg_relay_up;
-	} else if (kg_ktls_wanted(c)) {
+		 * else both sessions stay in OpenSSL. The DPDK engine does not
+		 * do the backend's TLS: auto takes these paths, dpdk falls back
+		 * to OpenSSL (and counts it), openssl keeps kTLS out. */
+		if (e == KG_ENGINE_DPDK && c->ssl)
+			c->w->stats.dpdk_fallbacks++;
+		c->relay = (e == KG_ENGINE_AUTO || e == KG_ENGINE_KTLS) && kg_ktls_up_wanted(c)
+				   ? &kg_relay_ktls
+				   : &kg_relay_up;
+	} else if ((e == KG_ENGINE_AUTO || e == KG_ENGINE_KTLS) && kg_ktls_wanted(c)) {
 		c->relay = &kg_relay_ktls;
+	} else if ((e == KG_ENGINE_AUTO || e == KG_ENGINE_DPDK) && kg_dpdk_wanted(c)) {
+		c->relay = &kg_relay_dpdk;
 	} else {
+		if (e == KG_ENGINE_DPDK)
+			c->w->stats.dpdk_fallbacks++; /* cipher or protocol the device lacks */
 		c->relay = &kg_relay_user;
 		if (c->kt)
 			kg_ktls_conn_free(c); /* cipher the kernel lacks */

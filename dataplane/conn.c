@@ -159,6 +159,8 @@ static void conn_free(struct kg_conn *c)
 	kg_srclimit_release(&c->src);
 	if (c->relay == &kg_relay_ktls)
 		w->stats.relayed_ktls++;
+	else if (c->relay == &kg_relay_dpdk)
+		w->stats.relayed_dpdk++;
 	else if (c->relay)
 		w->stats.relayed_user++;
 	w->stats.bytes_in += c->bytes_in;
@@ -169,6 +171,7 @@ static void conn_free(struct kg_conn *c)
 	kg_ktls_up_free(c);
 	if (c->sp)
 		kg_splice_conn_free(c);
+	kg_dpdk_conn_free(c);
 	SSL_free(c->ssl); /* frees the BIOs too */
 	/* A relay that ended in a reset does not make the backend's session
 	 * bad: keep it resumable (OpenSSL marks it otherwise). */

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "dpdk.h"
 #include "ktls.h"
 #include "relay.h"
 #include "ring.h"
@@ -109,6 +110,7 @@ struct kg_conn {
 	struct kg_ktls_conn *ukt;   /* the same for the backend's TLS (ussl) */
 	struct kg_splice_conn *sp;  /* the kTLS splice relay (&splice) from the handoff on */
 	struct kg_splice_conn splice;
+	struct kg_dpdk_conn *dp;    /* the DPDK record engine, from the handoff on */
 	uint64_t start_ms, deadline_ms;
 	uint64_t start_us;          /* handshake latency is measured from accept */
 	uint64_t bytes_in, bytes_out;

@@ -128,6 +128,41 @@ struct kg_ktls_rekey *kg_ktls_keep_secrets(struct kg_conn *c, const struct kg_kt
 	return kg_ktls_rekey_new(p->tx.info.cipher_type, s->client, s->server, s->secret_len);
 }
 
+bool kg_dpdk_wanted(const struct kg_conn *c)
+{
+	int v = c->ssl ? SSL_version(c->ssl) : 0;
+
+	/* backend_tls (c->ussl): the engine does no TLS towards a backend. */
+	return KG_DPDK_BUILT && c->kt && !c->ussl && c->w->dp &&
+	       (v == TLS1_2_VERSION || v == TLS1_3_VERSION) &&
+	       (c->w->rt->dpdk_ciphers & cipher_bit(kg_ktls_cipher_of(c->ssl)));
+}
+
+#ifdef KG_HAVE_DPDK
+void kg_relay_dpdk_begin(struct kg_conn *c);
+
+/* The same keys and sequence numbers as the kernel would get, to the
+ * cryptodev sessions of the DPDK engine instead. */
+static void hand_off_dpdk(struct kg_conn *c, struct kg_ktls_params *params)
+{
+	char why[160];
+	int rc = kg_dpdk_hand_off(c, params, &c->kt->secrets, kg_tls13_digest_name(c->ssl), why,
+				  sizeof(why));
+
+	OPENSSL_cleanse(params, sizeof(*params));
+	if (rc < 0) {
+		c->w->stats.dpdk_fallbacks++;
+		kg_ktls_fallback(c, why);
+		return;
+	}
+	kg_ktls_conn_free(c);
+	SSL_free(c->ssl); /* the worker owns the record layer now */
+	c->ssl = NULL;
+	c->rbio = c->wbio = NULL;
+	kg_relay_dpdk_begin(c);
+}
+#endif
+
 static void hand_off(struct kg_conn *c)
 {
 	struct kg_ktls_params params;
@@ -136,9 +171,17 @@ static void hand_off(struct kg_conn *c)
 	bool tx_installed;
 
 	if (kg_ktls_derive(c->ssl, &c->kt->secrets, &params, why, sizeof(why)) < 0) {
+		if (c->relay == &kg_relay_dpdk)
+			c->w->stats.dpdk_fallbacks++;
 		kg_ktls_fallback(c, why);
 		return;
 	}
+#ifdef KG_HAVE_DPDK
+	if (c->relay == &kg_relay_dpdk) {
+		hand_off_dpdk(c, &params);
+		return;
+	}
+#endif
 	int rc = kg_ktls_install(c->cfd, &params, &tx_installed, why, sizeof(why));
 	rk = rc == 0 ? kg_ktls_keep_secrets(c, &params) : NULL;
 	OPENSSL_cleanse(&params, sizeof(params));
@@ -236,6 +279,12 @@ static void prep_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 		kg_ktls_up_prep_on_cqe(c, op, res);
 		return;
 	}
+#ifdef KG_HAVE_DPDK
+	if (c->dp) { /* handed off to the DPDK record engine */
+		kg_relay_dpdk_on_cqe(c, op, res);
+		return;
+	}
+#endif
 	switch (op) {
 	case KG_OP_CLI_SEND:
 	case KG_OP_BE_SEND:
@@ -259,6 +308,14 @@ static void prep_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 
 const struct kg_relay_ops kg_relay_ktls = {
 	.name = "ktls",
+	.start = prep_start,
+	.on_cqe = prep_on_cqe,
+};
+
+/* The DPDK engine prepares the handoff exactly like kTLS (record boundary,
+ * nothing buffered in OpenSSL), then keeps the record layer in the worker. */
+const struct kg_relay_ops kg_relay_dpdk = {
+	.name = "dpdk",
 	.start = prep_start,
 	.on_cqe = prep_on_cqe,
 };

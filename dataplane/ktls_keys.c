@@ -187,6 +187,31 @@ static int tls13_expand(const SSL *ssl, const uint8_t *secret, size_t secret_len
 	return kg_tls13_expand_label(digest_name(ssl), secret, secret_len, label, out, len);
 }
 
+const char *kg_tls13_digest_name(const SSL *ssl)
+{
+	return digest_name(ssl);
+}
+
+int kg_tls13_key_iv_md(const char *md, const uint8_t *secret, size_t secret_len, uint8_t *key,
+		       size_t key_len, uint8_t iv[12])
+{
+	if (kg_tls13_expand_label(md, secret, secret_len, "key", key, key_len) < 0 ||
+	    kg_tls13_expand_label(md, secret, secret_len, "iv", iv, 12) < 0)
+		return -1;
+	return 0;
+}
+
+int kg_tls13_step_secret(const char *md, uint8_t *secret, size_t secret_len)
+{
+	uint8_t next[EVP_MAX_MD_SIZE];
+	int rc = kg_tls13_expand_label(md, secret, secret_len, "traffic upd", next, secret_len);
+
+	if (rc == 0)
+		memcpy(secret, next, secret_len);
+	OPENSSL_cleanse(next, sizeof(next));
+	return rc;
+}
+
 /* TLS 1.2 key block: PRF(master, "key expansion", server_random + client_random). */
 static int tls12_key_block(SSL *ssl, uint8_t *out, size_t len)
 {

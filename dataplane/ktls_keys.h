@@ -55,4 +55,11 @@ int kg_tls13_expand_label(const char *md, const uint8_t *secret, size_t secret_l
 /* The kernel's crypto_info for one direction; returns its size. */
 socklen_t kg_ktls_fill_info(union kg_crypto_info *ci, int cipher, bool tls13,
 			    const uint8_t *key, const uint8_t *iv, uint64_t seq);
+/* The same without an SSL object (after the handoff): md is the suite's hash. */
+int kg_tls13_key_iv_md(const char *md, const uint8_t *secret, size_t secret_len, uint8_t *key,
+		       size_t key_len, uint8_t iv[12]);
+/* KeyUpdate: secret = HKDF-Expand-Label(secret, "traffic upd", "", len), in place
+ * (kg_tls13_next_secret in ktls_rekey.h is the same into a separate buffer). */
+int kg_tls13_step_secret(const char *md, uint8_t *secret, size_t secret_len);
+const char *kg_tls13_digest_name(const SSL *ssl);
 #endif

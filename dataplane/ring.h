@@ -22,6 +22,9 @@ enum kg_op {
 	KG_OP_CANCEL,
 	KG_OP_IGNORE,      /* fire-and-forget (close of an fd nobody waits for) */
 	KG_OP_UP_TIMER,    /* kTLS handoff: how long to wait for a backend's ticket */
+	KG_OP_CRYPTO_RX,   /* a DPDK batch came back (never in user_data) */
+	KG_OP_CRYPTO_TX,
+	KG_OP_CRYPTO_WAIT, /* room in the worker's crypto queue again */
 	KG_OP_MAX
 };
 

@@ -38,6 +38,19 @@ extern const char *const kg_refusal_names[KG_REFUSAL_COUNT];
 /* The counter for a reason string; unknown ones count as handshake_failed. */
 enum kg_refusal kg_refusal_of(const char *reason);
 
+#define KG_BURST_BUCKETS 8 /* crypto ops per DPDK burst: 1, 2-3, 4-7, ... 128+ */
+
+static inline unsigned kg_burst_bucket(uint64_t n)
+{
+	unsigned b = 0;
+
+	while (n > 1 && b < KG_BURST_BUCKETS - 1) {
+		n >>= 1;
+		b++;
+	}
+	return b;
+}
+
 struct kg_worker_stats;
 /* t += s, field by field (every field is a uint64_t counter). */
 void kg_stats_add(struct kg_worker_stats *t, const struct kg_worker_stats *s);
@@ -65,6 +78,14 @@ struct kg_worker_stats {
 	uint64_t upstream_handshakes;  /* TLS handshakes with backends (backend_tls) */
 	uint64_t upstream_resumed;     /* ... that resumed a session */
 	uint64_t upstream_refused;     /* backend TLS failures: result=upstream_* */
+	uint64_t relayed_dpdk;
+	/* DPDK record engine: records and plaintext bytes each way, bursts. */
+	uint64_t dpdk_records_rx, dpdk_records_tx, dpdk_bytes_rx, dpdk_bytes_tx;
+	uint64_t dpdk_bursts, dpdk_burst_ops;
+	uint64_t dpdk_burst_hist[KG_BURST_BUCKETS];
+	uint64_t dpdk_fallbacks;   /* wanted DPDK, relayed with OpenSSL instead */
+	uint64_t dpdk_key_updates; /* TLS 1.3 KeyUpdates from clients */
+	uint64_t dpdk_queue_waits; /* a batch waited for room in the crypto queue */
 	uint64_t hs_latency[KG_LAT_BUCKETS]; /* accept to handshake done: [2^i, 2^(i+1)) us */
 };
 #endif

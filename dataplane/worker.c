@@ -530,6 +530,7 @@ static void *worker_main(void *arg)
 			seen++;
 		}
 		io_uring_cq_advance(&w->ring, seen);
+		kg_dpdk_flush(w); /* one crypto burst for everything this round queued */
 	}
 	abandon_mailbox(w);
 	io_uring_submit(&w->ring); /* the last closes */

@@ -19,6 +19,7 @@ struct kg_runtime {
 	bool ktls;             /* hand sessions to kernel TLS when the cipher allows */
 	unsigned ktls_ciphers; /* KG_KTLS_BIT_* the kernel accepts for TX and RX */
 	bool ktls_rekey;       /* the kernel takes new TLS 1.3 keys on a live socket */
+	unsigned dpdk_ciphers; /* KG_KTLS_BIT_* the cryptodev does; 0: no DPDK engine */
 };
 
 
@@ -81,6 +82,7 @@ struct kg_worker {
 	struct kg_vcache_slot *vcaches; /* grown on a site's first handshake; emptied per generation */
 	size_t nvcaches;
 	struct kg_worker_stats stats;
+	struct kg_dpdk_worker *dp;  /* cryptodev queue pair and pools; NULL: none */
 } KG_ALIGNED;
 
 /* Creates listener sockets (bound, listening) for every listener address of

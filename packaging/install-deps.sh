@@ -8,7 +8,10 @@ build_pkgs=(build-essential meson ninja-build pkg-config libssl-dev liburing-dev
 	libjansson-dev libkmod-dev libsystemd-dev libfyaml-dev libnl-3-dev libmicrohttpd-dev openssl python3 python3-cryptography curl ca-certificates)
 # clang + its sanitizer and libFuzzer runtimes (only Recommended by clang-14):
 # tests/fuzz/run-all.sh, KTLSGATE_FUZZ_SECONDS in run-tests.sh.
-test_pkgs=(python3-pytest user-mode-linux busybox-static iproute2 clang libclang-rt-14-dev)
+# libdpdk-dev + the aesni_mb crypto PMD: the DPDK record engine's tests run
+# instead of skipping (-Ddpdk=auto finds it).
+test_pkgs=(python3-pytest user-mode-linux busybox-static iproute2 clang libclang-rt-14-dev
+	libdpdk-dev librte-crypto-ipsec-mb23)
 # dpkg-buildpackage with debhelper, man pages (scdoc), lintian, and what
 # tests/package/test-package.sh runs: setpriv (util-linux), systemd-analyze, strace.
 package_pkgs=(dpkg-dev debhelper fakeroot scdoc lintian util-linux systemd man-db strace)

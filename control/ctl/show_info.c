@@ -60,6 +60,9 @@ static int print_info(json_t *r)
 		tbl_kv("config", "(command line)");
 	tbl_kv_json("generation", json_object_get(r, "generation"));
 	print_ktls(json_object_get(r, "ktls"));
+	json_t *engine = json_object_get(r, "record_engine");
+	if (json_is_string(engine)) /* older daemons do not say */
+		tbl_kv("record engine", "%s", json_string_value(engine));
 	print_workers(json_object_get(r, "workers"));
 	putchar('\n');
 	print_listeners(json_object_get(r, "listeners"));

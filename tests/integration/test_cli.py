@@ -164,7 +164,7 @@ def test_ktls_auto_falls_back_with_a_log_line(pki, echo_backend, start_daemon):
 
 
 def test_ktls_off_says_so(echo_backend, start_daemon):
-    d, _ = start_daemon(echo_backend.addr, "--ktls", "off")
+    d, _ = start_daemon(echo_backend.addr, "--ktls", "off", "--record-engine", "openssl")
     assert "kTLS: off (--ktls off)" in d.text()
     assert "relay=user" in d.text()
 

@@ -94,7 +94,7 @@ def test_show_commands(pki, echo_backend, start_daemon):
     assert len(conns) == 1
     c = conns[0]
     assert c["subject"] == "CN=client.demo,O=ktlsgate demo" and c["spiffe"] == "spiffe://demo.test/client"
-    assert c["state"] == "relay" and c["path"] in ("user", "ktls") and c["bytes_in"] == 5
+    assert c["state"] == "relay" and c["path"] in ("user", "ktls", "dpdk") and c["bytes_in"] == 5
     assert c["version"] == "TLSv1.3" and c["sni"] == "localhost"
     stats = d.ctl("show stats")
     assert stats["total"]["conns_active"] == 1 and stats["total"]["handshakes_ok"] == 1

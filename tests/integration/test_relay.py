@@ -19,7 +19,8 @@ MIB = 1 << 20
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
                          ids=["tls12", "tls13"])
 def test_64_mib_each_way_byte_exact(pki, echo_backend, start_daemon, version):
-    d, port = start_daemon(echo_backend.addr)
+    # The OpenSSL path; the DPDK engine has its own in test_dpdk.py.
+    d, port = start_daemon(echo_backend.addr, "--record-engine", "openssl")
     ok, _ = tlsclient.echo_transfer(tlsclient.context(pki, version=version), port, 64 * MIB)
     assert ok
     line = d.wait_access(1)[-1]
@@ -149,7 +150,7 @@ def test_idle_timeout(pki, echo_backend, start_daemon):
 
 
 def test_json_access_log(pki, echo_backend, start_daemon):
-    d, port = start_daemon(echo_backend.addr, "--log-format", "json")
+    d, port = start_daemon(echo_backend.addr, "--log-format", "json", "--record-engine", "openssl")
     assert tlsclient.echo_transfer(tlsclient.context(pki), port, 123)[0]
     tlsclient.refusal(tlsclient.context(pki, cert="client-expired"), port)
     lines = d.wait_access(2)

@@ -450,3 +450,29 @@ def test_backend_tls_protocol_policy(pki, upki, upstream, start_config, extra, w
     assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
     assert up.ciphers == [want]
     assert f"upstream_tls={want[0]}" in access(d)
+
+
+@pytest.mark.parametrize("engine", ["auto", "dpdk"])
+def test_backend_tls_never_takes_the_dpdk_engine(pki, upki, upstream, start_config, engine):
+    """The DPDK record engine does no TLS towards a backend: auto takes the
+    existing paths for backend_tls, an explicit dpdk falls back to OpenSSL."""
+    up = upstream()
+    text = GATEWAY.replace("global:\n", f"global:\n  record_engine: {engine}\n", 1)
+    d, port, _ = start_config(text, ready=False, upki=upki, backend=up.addr, name="api.internal", pp2="false",
+                              client=CLIENT.format(upki=upki))
+    try:
+        d.wait_ready()
+    except Exception:
+        if "built without DPDK" in d.text():
+            pytest.skip("this build has DPDK off (-Ddpdk=disabled)")
+        raise
+    ok, _ = tlsclient.echo_transfer(tlsclient.context(pki), port, 1 * MIB)
+    assert ok
+    line = access(d)
+    assert "result=ok" in line and "path=dpdk" not in line, line
+    stats = d.ctl("show stats")
+    assert stats["ok"], stats
+    total = stats["total"]
+    assert total["relay_dpdk"] == 0 and total["dpdk"]["connections"] == 0, total
+    assert total["dpdk"]["fallbacks"] == (1 if engine == "dpdk" else 0), total["dpdk"]
+    assert total["upstream"]["handshakes"] == 1, total["upstream"]

@@ -319,6 +319,45 @@ static void test_defaults(void)
 	kg_config_free(&c);
 }
 
+/* record_engine: global default, per-listener override, --record-engine wins. */
+static void test_record_engine(void)
+{
+	struct kg_config c;
+	char err[512];
+
+	if (load("global:\n"
+		 "  record_engine: openssl\n"
+		 "  dpdk_vdevs: [crypto_aesni_mb, \"crypto_null\"]\n"
+		 L1
+		 "  - listen: \"127.0.0.1:8444\"\n"
+		 "    identities: [{ cert: c.pem, key: c.key }]\n"
+		 "    client_ca: ca.pem\n"
+		 "    backends: \"127.0.0.1:8080\"\n"
+		 "    record_engine: dpdk\n", &c, err, sizeof(err)) < 0) {
+		fprintf(stderr, "record_engine: %s\n", err);
+		t_failures++;
+		return;
+	}
+	CHECK(c.record_engine == KG_ENGINE_OPENSSL && c.record_engine_at.line == 2);
+	CHECK_STR(c.dpdk_vdevs, "crypto_aesni_mb,crypto_null");
+	CHECK(c.nlisteners == 2);
+	CHECK(c.listeners[0].record_engine == KG_ENGINE_OPENSSL);
+	CHECK(c.listeners[1].record_engine == KG_ENGINE_DPDK);
+	struct kg_options o = { 0 };
+	o.record_engine = KG_ENGINE_KTLS, o.record_engine_set = true;
+	kg_config_apply_overrides(&c, &o);
+	CHECK(c.record_engine == KG_ENGINE_KTLS && c.listeners[1].record_engine == KG_ENGINE_KTLS);
+	kg_config_free(&c);
+
+	if (load(L1, &c, err, sizeof(err)) == 0) {
+		CHECK(c.record_engine == KG_ENGINE_AUTO && c.dpdk_vdevs == NULL);
+		CHECK(c.listeners[0].record_engine == KG_ENGINE_AUTO);
+		kg_config_free(&c);
+	} else {
+		t_failures++;
+	}
+}
+
 static void test_errors(void)
 {
 	char big[4096];
@@ -330,6 +369,13 @@ static void test_errors(void)
 	ERR("global:\n  workers: [1, 2]\n" L1, "2:12: workers: expected a single value, got a list");
 	ERR("global:\n  workers: 5000\n" L1, "2:12: workers: must be from 0 to 1024");
 	ERR("global:\n  ktls: maybe\n" L1, "2:9: ktls: expected auto, off or required, got 'maybe'");
+	ERR("global:\n  record_engine: qat\n" L1,
+	    "2:18: record_engine: expected auto, ktls, dpdk or openssl, got 'qat'");
+	ERR(L1 "    record_engine: [dpdk]\n",
+	    "6:20: record_engine: expected a single value, got a list");
+	ERR("global:\n  dpdk_vdevs: []\n" L1, "2:15: dpdk_vdevs: must not be an empty list");
+	ERR("global:\n  dpdk_vdevs: \"a,b\"\n" L1,
+	    "2:15: dpdk_vdevs: expected a vdev name such as crypto_aesni_mb");
 	ERR("global:\n  log: { format: xml }\n" L1,
 	    "2:18: format: expected text or json, got 'xml'");
 	ERR("global:\n  log: { format: text, format: json }\n" L1,
@@ -567,6 +613,7 @@ int main(int argc, char **argv)
 	test_errors();
 	test_backend_tls();
 	test_missing_file();
+	test_record_engine();
 	unlink(path);
 	return T_DONE();
 }

@@ -1,0 +1,275 @@
+"""The DPDK cryptodev record engine (record_engine: dpdk): interop with
+OpenSSL clients for every suite the PMD has, record boundaries, KeyUpdate,
+close_notify, a corrupted record, many connections. Skipped only when the
+build has DPDK off (-Ddpdk=disabled)."""
+import hashlib
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+import tlsclient
+from conftest import control
+
+MIB = 1 << 20
+
+CONFIG = """
+global:
+  record_engine: dpdk
+  workers: 2
+listeners:
+  - listen: "127.0.0.1:{port}"
+    identities: [{{ cert: "{pki}/server-ecdsa-chain.crt", key: "{pki}/server-ecdsa.key" }}]
+    client_ca: "{pki}/client-ca.pem"
+    backends: "{backend}"
+    tls: {{ ciphersuites: "{suites}" }}
+"""
+
+SUITES13 = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+SUITES12 = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-ECDSA-CHACHA20-POLY1305"]
+
+
+@pytest.fixture
+def dpdk_daemon(start_config, echo_backend):
+    """start(suites=...) -> (Daemon, port); skips when the build has no DPDK."""
+    def start(suites=":".join(SUITES13), backend=None):
+        d, port, _ = start_config(CONFIG, ready=False, backend=backend or echo_backend.addr,
+                                  suites=suites)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            text = d.text()
+            if " ready " in text or '"event":"ready"' in text:
+                break
+            if d.proc.poll() is not None:
+                if "built without DPDK" in text:
+                    pytest.skip("this build has DPDK off (-Ddpdk=disabled)")
+                raise AssertionError(f"ktlsgate exited:\n{text[-3000:]}")
+            time.sleep(0.05)
+        assert "engine=dpdk" in d.text() or '"engine":"dpdk"' in d.text(), d.text()[-3000:]
+        return d, port
+    return start
+
+
+def transfer_64mib(pki, port, version, ciphers=None):
+    ctx = tlsclient.context(pki, version=version, ciphers=ciphers)
+    return tlsclient.echo_transfer(ctx, port, 64 * MIB, timeout=300)
+
+
+@pytest.mark.parametrize("suite", SUITES13)
+def test_tls13_64_mib_each_way(pki, dpdk_daemon, suite):
+    d, port = dpdk_daemon(suites=suite)
+    ok, info = transfer_64mib(pki, port, ssl.TLSVersion.TLSv1_3)
+    assert ok and info["cipher"] == suite
+    line = d.wait_access(1)[-1]
+    assert "path=dpdk" in line and f"bytes_in={64 * MIB}" in line, line
+
+
+@pytest.mark.parametrize("suite", SUITES12)
+def test_tls12_64_mib_each_way(pki, dpdk_daemon, suite):
+    d, port = dpdk_daemon()
+    ok, info = transfer_64mib(pki, port, ssl.TLSVersion.TLSv1_2, ciphers=suite)
+    assert ok and info["cipher"] == suite
+    line = d.wait_access(1)[-1]
+    assert "path=dpdk" in line and f"bytes_out={64 * MIB}" in line, line
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                         ids=["tls12", "tls13"])
+def test_record_boundaries(pki, dpdk_daemon, version):
+    """1-byte records, exactly 16 KiB, 16 KiB + 1 (two records each way)."""
+    d, port = dpdk_daemon()
+    s = tlsclient.connect(tlsclient.context(pki, version=version), port)
+    s.settimeout(20)
+    for size in (1, 16384, 16385, 3 * 16384 + 7):
+        payload = os.urandom(size)
+        s.sendall(payload)
+        got = b""
+        while len(got) < size:
+            got += s.recv(65536)
+        assert got == payload, size
+    ones = os.urandom(300)
+    for b in ones:  # 300 one-byte records
+        s.sendall(bytes([b]))
+    got = b""
+    while len(got) < len(ones):
+        got += s.recv(65536)
+    assert got == ones
+    s.unwrap()  # close_notify both ways
+    s.close()
+    assert "path=dpdk" in d.wait_access(1)[-1]
+
+
+def test_close_notify_half_close(pki, dpdk_daemon, sink_backend):
+    d, port = dpdk_daemon(backend=sink_backend.addr)
+    payload = os.urandom(MIB + 3)
+    reply = tlsclient.half_close_exchange(tlsclient.context(pki), port, payload)
+    assert reply == hashlib.sha256(payload).hexdigest().encode()
+    line = d.wait_access(1)[-1]
+    assert "end=client_eof" in line and "path=dpdk" in line, line
+
+
+def test_key_update_from_openssl_s_client(pki, dpdk_daemon):
+    """s_client 'K' sends KeyUpdate(update_requested), 'k' without: the engine
+    rekeys its receive side, answers with its own KeyUpdate, and keeps going."""
+    d, port = dpdk_daemon()
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
+                          "-cert", f"{pki}/client.crt", "-cert_chain", f"{pki}/client-chain.crt",
+                          "-key", f"{pki}/client.key", "-CAfile", f"{pki}/root-ca.crt"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in (b"before-update\n", b"K\n", b"after-requested\n", b"k\n", b"after-plain\n",
+                 b"K\n", b"last\n"):
+        p.stdin.write(line)
+        p.stdin.flush()
+        time.sleep(0.4)
+    time.sleep(0.5)
+    p.terminate()
+    out = p.communicate(timeout=10)[0].decode(errors="replace")
+    for word in ("before-update", "after-requested", "after-plain", "last"):
+        assert word in out, out[-2000:]
+    line = d.wait_access(1)[-1]
+    assert "path=dpdk" in line and "bytes_in=" in line
+    assert "bytes_in=0" not in line
+    stats = control(d.ctl_path, {"cmd": "show stats"})
+    assert stats["ok"], stats
+    assert stats["total"]["dpdk"]["key_updates"] == 3, stats["total"]["dpdk"]
+    assert "KEYUPDATE" in out
+
+
+def test_corrupted_record_gets_bad_record_mac(pki, dpdk_daemon):
+    """A flipped ciphertext bit: the client receives bad_record_mac, then EOF."""
+    d, port = dpdk_daemon()
+    ctx = tlsclient.context(pki, version=ssl.TLSVersion.TLSv1_3)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(out.read())
+            data = raw.recv(65536)
+            assert data
+            inc.write(data)
+    raw.sendall(out.read())
+    obj.write(b"x" * 100)
+    rec = bytearray(out.read())
+    rec[20] ^= 0x01
+    raw.sendall(bytes(rec))
+    err = None
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        data = raw.recv(65536)
+        if not data:
+            break
+        inc.write(data)
+        try:
+            obj.read(65536)
+        except ssl.SSLWantReadError:
+            continue
+        except ssl.SSLError as e:
+            err = e
+            break
+    assert err is not None and "BAD_RECORD_MAC" in str(err).upper(), err
+    assert raw.recv(65536) == b""  # and the server closes
+    raw.close()
+    line = d.wait_access(1)[-1]
+    assert "end=bad_record_mac" in line and "path=dpdk" in line, line
+
+
+def test_100_concurrent_connections(pki, dpdk_daemon):
+    d, port = dpdk_daemon()
+    ctx = tlsclient.context(pki)
+    results = [None] * 100
+
+    def one(i):
+        try:
+            results[i] = tlsclient.echo_transfer(ctx, port, 256 * 1024, timeout=120)[0]
+        except Exception as e:  # recorded, asserted below
+            results[i] = repr(e)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert results == [True] * 100, [r for r in results if r is not True][:5]
+    lines = d.wait_access(100, timeout=30)
+    assert sum("path=dpdk" in l and "bytes_in=262144" in l for l in lines) == 100
+    stats = control(d.ctl_path, {"cmd": "show stats"})
+    # Bytes that arrive with the handshake are OpenSSL's before the handoff.
+    assert stats["total"]["dpdk"]["records_rx"] >= 100 * 8
+    assert stats["total"]["dpdk"]["bursts"] > 0
+    # Builds with -Dc_args=-DKG_DP_MAX_PENDING=128 make this test exercise the
+    # waiting list (queue_waits > 0); the default queue rarely fills here.
+    assert stats["total"]["dpdk"]["queue_waits"] >= 0
+
+
+def test_eal_pins_nothing(pki, dpdk_daemon):
+    """EAL runs on the control thread with --lcores = our own CPU set: the main
+    thread keeps the process's CPUs, each worker keeps the one it pinned itself,
+    and EAL's own threads stay off a single worker CPU."""
+    d, port = dpdk_daemon()
+    pid = d.proc.pid
+    allowed = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith("Cpus_allowed_list:"):
+                    allowed[int(tid)] = line.split()[1]
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            allowed[int(tid)] = (f.read().strip(), allowed[int(tid)])
+    mine = os.sched_getaffinity(0)
+    expect = f"{min(mine)}-{max(mine)}" if len(mine) > 1 else str(min(mine))
+    assert allowed[pid][1] == expect, allowed
+    info = d.ctl("show info")
+    worker_cpus = sorted(str(w["cpu"]) for w in info["workers"])
+    singles = sorted(cpus for comm, cpus in allowed.values() if "-" not in cpus and "," not in cpus)
+    assert singles == worker_cpus, allowed  # only the workers are pinned, each to its own
+    assert "dpdk" in info["record_engine"], info["record_engine"]
+
+
+def test_tls13_padded_records_accepted(pki, dpdk_daemon):
+    """s_client -record_padding pads every TLS 1.3 record to 512 bytes: the
+    engine strips the zeros and finds the inner content type."""
+    d, port = dpdk_daemon()
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
+                          "-cert", f"{pki}/client.crt", "-cert_chain", f"{pki}/client-chain.crt",
+                          "-key", f"{pki}/client.key", "-CAfile", f"{pki}/root-ca.crt",
+                          "-record_padding", "512"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in (b"padded-one\n", b"padded-two\n"):
+        p.stdin.write(line)
+        p.stdin.flush()
+        time.sleep(0.4)
+    time.sleep(0.4)
+    p.terminate()
+    out = p.communicate(timeout=10)[0].decode(errors="replace")
+    assert "padded-one" in out.split("---")[-1] and "padded-two" in out, out[-2000:]
+    line = d.wait_access(1)[-1]
+    assert "path=dpdk" in line and "bytes_in=22 " in line, line
+
+
+def test_curl_through_the_engine(pki, start_config, http_backend):
+    """curl (libcurl + OpenSSL) as the client, an HTTP backend behind the engine."""
+    d, port, _ = start_config(CONFIG, ready=False, backend=http_backend.addr,
+                              suites=":".join(SUITES13))
+    deadline = time.time() + 20
+    while time.time() < deadline and " ready " not in d.text() and d.proc.poll() is None:
+        time.sleep(0.05)
+    if d.proc.poll() is not None and "built without DPDK" in d.text():
+        pytest.skip("this build has DPDK off (-Ddpdk=disabled)")
+    for tls in ("--tlsv1.2", "--tlsv1.3"):
+        args = ["curl", "-sS", tls, "--cacert", f"{pki}/root-ca.crt",
+                "--cert", f"{pki}/client-chain.crt", "--key", f"{pki}/client.key",
+                "--resolve", f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/"]
+        if tls == "--tlsv1.2":
+            args[3:3] = ["--tls-max", "1.2"]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=20)
+        assert out.returncode == 0 and out.stdout == "hello", out.stderr
+    lines = d.wait_access(2)
+    assert all("path=dpdk" in l for l in lines[-2:]), lines
