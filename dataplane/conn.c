@@ -596,3 +596,34 @@ unsigned kg_conn_kill_matching(struct kg_worker *w, const struct kg_kill_filter 
 	}
 	return n;
 }
+
+void kg_relay_dispatch(struct kg_conn *c, enum kg_op op, int res,
+		       const struct kg_relay_handlers *h)
+{
+	switch (op) {
+	case KG_OP_CLI_RECV:
+		h->client_recv(c, res);
+		return;
+	case KG_OP_BE_RECV:
+		h->backend_recv(c, res);
+		return;
+	case KG_OP_CLI_SEND:
+		if (kg_conn_send_progress(c, op, res))
+			h->client_drained(c);
+		return;
+	case KG_OP_BE_SEND:
+		if (kg_conn_send_progress(c, op, res))
+			h->backend_drained(c);
+		return;
+	case KG_OP_CLI_SHUT:
+		c->cli_shut_done = true;
+		h->finish(c);
+		return;
+	case KG_OP_BE_SHUT:
+		c->be_shut_done = true;
+		h->finish(c);
+		return;
+	default:
+		return;
+	}
+}

@@ -149,6 +149,19 @@ bool kg_buf_ensure(struct kg_buf *b);
 /* Moves what OpenSSL wrote into the wbio to cout and sends it. */
 void kg_conn_flush_tls(struct kg_conn *c);
 
+/* What a buffered relay (userspace, backend TLS) does per completion. */
+struct kg_relay_handlers {
+	void (*client_recv)(struct kg_conn *c, int res);
+	void (*backend_recv)(struct kg_conn *c, int res);
+	void (*client_drained)(struct kg_conn *c);
+	void (*backend_drained)(struct kg_conn *c);
+	void (*finish)(struct kg_conn *c); /* after a shutdown went out */
+};
+/* The completion switch those relays share: sends are accounted (and the
+ * rest resent) here, the relay only hears when a direction has drained. */
+void kg_relay_dispatch(struct kg_conn *c, enum kg_op op, int res,
+		       const struct kg_relay_handlers *h);
+
 /* For the control thread, on the worker's thread (mailbox.h). */
 void kg_conn_describe_all(struct kg_worker *w, struct kg_wmsg *m);
 unsigned kg_conn_kill_matching(struct kg_worker *w, const struct kg_kill_filter *f,

@@ -188,34 +188,17 @@ static void on_backend_drained(struct kg_conn *c)
 	client_to_backend(c);
 }
 
+static const struct kg_relay_handlers handlers = {
+	.client_recv = on_client_recv,
+	.backend_recv = on_backend_recv,
+	.client_drained = on_client_drained,
+	.backend_drained = on_backend_drained,
+	.finish = maybe_finish,
+};
+
 static void user_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 {
-	switch (op) {
-	case KG_OP_CLI_RECV:
-		on_client_recv(c, res);
-		return;
-	case KG_OP_BE_RECV:
-		on_backend_recv(c, res);
-		return;
-	case KG_OP_CLI_SEND:
-		if (kg_conn_send_progress(c, op, res))
-			on_client_drained(c);
-		return;
-	case KG_OP_BE_SEND:
-		if (kg_conn_send_progress(c, op, res))
-			on_backend_drained(c);
-		return;
-	case KG_OP_CLI_SHUT:
-		c->cli_shut_done = true;
-		maybe_finish(c);
-		return;
-	case KG_OP_BE_SHUT:
-		c->be_shut_done = true;
-		maybe_finish(c);
-		return;
-	default:
-		return;
-	}
+	kg_relay_dispatch(c, op, res, &handlers);
 }
 
 void kg_relay_watch_key_updates(struct kg_conn *c)
