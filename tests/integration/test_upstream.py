@@ -16,66 +16,23 @@ import tlsclient
 from conftest import BIN, Backend, ROOT, free_port
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "pki"))
-import gen_pki  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
+import upstream_pki  # noqa: E402
 
 MIB = 1 << 20
-SERVER = [ExtendedKeyUsageOID.SERVER_AUTH]
 
 
 @pytest.fixture(scope="module")
 def upki(tmp_path_factory):
-    """The upstream's own PKI: a root that signs the upstream's server
-    certificates and ktlsgate's client certificate; another root for the
-    unknown-CA case."""
-    d = str(tmp_path_factory.mktemp("upki"))
-    out = gen_pki.Out(d)
-    root_key = gen_pki.ec_key()
-    root = gen_pki.build(gen_pki.name("upstream root CA", "upstream"), root_key, None, None,
-                         ca=True)
-    out.cert("up-root.crt", root)
-    other_key = gen_pki.ec_key()
-    other = gen_pki.build(gen_pki.name("stranger root CA", "elsewhere"), other_key, None, None,
-                          ca=True)
-
-    def server(fname, cn, issuer=root, issuer_key=root_key, **kw):
-        key = gen_pki.ec_key()
-        cert = gen_pki.build(gen_pki.name(cn, "upstream"), key, issuer, issuer_key, eku=SERVER,
-                             sans=(x509.DNSName(cn),), **kw)
-        out.cert(f"{fname}.crt", cert)
-        out.key(f"{fname}.key", key)
-        return cert
-
-    server("api", "api.internal")
-    revoked = server("revoked", "api.internal")
-    out.crl("up-root.crl", root, root_key, revoked=(revoked.serial_number,))
-    server("wrong-name", "other.internal")
-    server("unknown-ca", "api.internal", other, other_key)
-    server("expired", "api.internal", not_before=gen_pki.NOW - 40 * gen_pki.DAY,
-           not_after=gen_pki.NOW - gen_pki.DAY)
-    # ktlsgate's client certificate, issued by the upstream's root.
-    kg = gen_pki.client_leaf(out, "kg-client", "ktlsgate.gateway", root, root_key)
-    with open(f"{d}/kg-client.key", "rb") as f:
-        kg_key = serialization.load_pem_private_key(f.read(), None)
-    out.pkcs12("kg-client.p12", kg_key, kg, [], b"upstream secret")
-    with open(f"{d}/kg-pass.txt", "w") as f:
-        f.write("upstream secret\n")
-    return d
+    """The backends' own PKIs (tests/pki/upstream_pki.py)."""
+    return upstream_pki.make(str(tmp_path_factory.mktemp("upki")))
 
 
 class Upstream(Backend):
-    """A TLS server that requires a client certificate from upki's root."""
+    """A TLS server that requires a client certificate from upki's root (or
+    ca); ctx: share another Upstream's context (and so its ticket keys)."""
 
-    def __init__(self, upki, inner, cert="api", version=None):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(f"{upki}/{cert}.crt", f"{upki}/{cert}.key")
-        ctx.load_verify_locations(f"{upki}/up-root.crt")
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        if version:
-            ctx.minimum_version = ctx.maximum_version = version
-        self.ctx = ctx
+    def __init__(self, upki, inner, cert="api", version=None, ca="up-root", ctx=None):
+        self.ctx = ctx or upstream_pki.server_context(upki, cert, ca, version)
         self.inner = inner
         self.resumed = []
         self.errors = []

@@ -25,8 +25,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "pki"))
 import ktls_daemon_test as kt  # noqa: E402  (check, tls_stat, transfer helpers)
 import gen_pki  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
+import upstream_pki  # noqa: E402
 
 MIB = 1 << 20
 TOTAL = int(os.environ.get("KTLS_TEST_MIB", "64")) * MIB
@@ -34,28 +33,12 @@ TOTAL = int(os.environ.get("KTLS_TEST_MIB", "64")) * MIB
 
 def make_pki(d):
     gen_pki.main(d)  # the client side: root-ca.crt, client-chain.crt, server-ecdsa-*
-    out = gen_pki.Out(d)
-    root_key = gen_pki.ec_key()
-    root = gen_pki.build(gen_pki.name("upstream root CA", "upstream"), root_key, None, None,
-                         ca=True)
-    out.cert("up-root.crt", root)
-    key = gen_pki.ec_key()
-    out.cert("api.crt", gen_pki.build(gen_pki.name("api.internal", "upstream"), key, root,
-                                      root_key, eku=[ExtendedKeyUsageOID.SERVER_AUTH],
-                                      sans=(x509.DNSName("api.internal"),)))
-    out.key("api.key", key)
-    gen_pki.client_leaf(out, "kg-client", "ktlsgate.gateway", root, root_key)
+    upstream_pki.make(d)  # the upstream's: up-root.crt, api.*, kg-client.*
 
 
 class Upstream:
-    def __init__(self, pki, version=None, require_cert=True):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(f"{pki}/api.crt", f"{pki}/api.key")
-        ctx.load_verify_locations(f"{pki}/up-root.crt")
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        if version:
-            ctx.minimum_version = ctx.maximum_version = version
-        self.ctx = ctx
+    def __init__(self, pki, version=None):
+        self.ctx = upstream_pki.server_context(pki, version=version)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
