@@ -575,6 +575,17 @@ def test_tls_false_backend_is_plain_beside_a_tls_one(pki, upki, upstream, echo_b
     assert "upstream_tls=TLSv" not in by[echo_backend.addr], lines
     started = d.wait_log(r" start .*").group(0)
     assert f"backends={echo_backend.addr},{up.addr}(tls)" in started, started
+    # show conns names each live connection's backend and its TLS version.
+    held = [tlsclient.connect(tlsclient.context(pki), port) for _ in range(2)]
+    try:
+        for s in held:
+            s.sendall(b"ping")
+            assert s.recv(4) == b"ping"
+        conns = {c["backend"]: c["upstream_tls"] for c in d.ctl("show conns")["conns"]}
+        assert conns == {echo_backend.addr: None, up.addr: "TLSv1.3"}, conns
+    finally:
+        for s in held:
+            s.close()
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
