@@ -278,6 +278,7 @@ bool kg_backend_retry(struct kg_conn *c)
 	kg_up_reset(c);
 	kg_peer_set(c, KG_PEER_DETAIL, "");
 	c->state = KG_CS_CONNECTING;
+	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms); /* as after the client handshake */
 	c->up_retrying = true;
 	if (c->be_send_busy)
 		kg_conn_cancel(c, KG_OP_BE_SEND);

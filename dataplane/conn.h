@@ -207,7 +207,8 @@ void kg_up_reset(struct kg_conn *c);
 /* A TLS error from the backend before its first byte of data: why. */
 const char *kg_up_late_reason(struct kg_conn *c);
 void kg_up_cache_free(struct kg_worker *w);
-/* A TLS 1.3 backend that sent no ticket in time: the kTLS handoff stops waiting. */
+/* A TLS 1.3 backend that sent no ticket in time, or one whose sessions are
+ * not kept (session_cache: 0): the kTLS handoff does not wait for a ticket. */
 bool kg_up_sends_no_tickets(struct kg_conn *c);
 void kg_up_note_no_tickets(struct kg_conn *c);
 /* handshake.c: the access log's reason for an X509 verify error. */

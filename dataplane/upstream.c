@@ -126,7 +126,8 @@ bool kg_up_sends_no_tickets(struct kg_conn *c)
 {
 	struct kg_up_entry *e = cache_entry(c, false);
 
-	return e && e->no_tickets;
+	/* session_cache: 0 keeps no ticket: nothing to wait for either. */
+	return c->up->spec->session_cache == 0 || (e && e->no_tickets);
 }
 
 void kg_up_note_no_tickets(struct kg_conn *c)

@@ -562,6 +562,22 @@ def test_failover_uses_the_next_backends_own_tls(pki, upki, upstream, start_conf
     assert d.ctl("show stats")["total"]["upstream"]["handshakes"] == 2
 
 
+def test_failover_after_a_backend_handshake_timeout(pki, upki, upstream, start_config):
+    """A backend that never answers the ClientHello costs timeouts.handshake,
+    then the next backend serves the client."""
+    silent = Backend(lambda b, c: c.recv(1 << 16) and threading.Event().wait(5))
+    try:
+        good = upstream()
+        d, port = start_multi(start_config, [entry(silent.addr), entry(good.addr)],
+                              listener_tls(upki))
+        assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
+        line = access(d)
+        assert "result=ok" in line and backend_of(line) == good.addr, line
+        assert_refusals(d, handshake_timeout=1)
+    finally:
+        silent.close()
+
+
 def test_tls_false_backend_is_plain_beside_a_tls_one(pki, upki, upstream, echo_backend,
                                                      start_config):
     up = upstream()
