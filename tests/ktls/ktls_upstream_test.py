@@ -95,6 +95,16 @@ listeners:
     client_ca: {pki}/client-ca.pem
     backends: "127.0.0.1:{up}"
     backend_tls: {{ ca: {pki}/up-root.crt, verify_name: api.internal }}
+  - listen: "127.0.0.1:{perbe}"
+    identities: [{{ cert: {pki}/server-ecdsa-chain.crt, key: {pki}/server-ecdsa.key }}]
+    client_ca: {pki}/client-ca.pem
+    backends:
+      - address: "127.0.0.1:{up}"
+        tls: {{ client_cert: {pki}/kg-client.crt, client_key: {pki}/kg-client.key,
+               ca: {pki}/up-root.crt, verify_name: other.internal }}
+      - address: "127.0.0.1:{up}"
+        tls: {{ client_cert: {pki}/kg-client.crt, client_key: {pki}/kg-client.key,
+               ca: {pki}/up-root.crt, verify_name: api.internal, session_cache: 0 }}
 """
 
 
@@ -147,11 +157,12 @@ def run(pki, work):
     ups = {v: Upstream(pki, v) for v in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2)}
     naccess = 0
     for version, up in ups.items():
-        port, egress, nocert = kt.free_port(), kt.free_port(), kt.free_port()
+        port, egress, nocert, perbe = (kt.free_port() for _ in range(4))
         log_path = f"{work}/ktlsgate-{version.name}.log"
         cfg = f"{work}/ktlsgate-{version.name}.yaml"
         with open(cfg, "w") as f:
-            f.write(CONFIG.format(pki=pki, port=port, up=up.port, egress=egress, nocert=nocert))
+            f.write(CONFIG.format(pki=pki, port=port, up=up.port, egress=egress, nocert=nocert,
+                                  perbe=perbe))
         log = open(log_path, "w")
         d = subprocess.Popen([kt.BIN, "--config", cfg], stderr=log)
         try:
@@ -204,7 +215,23 @@ def run(pki, work):
             last = wait_access(log_path, 5)[-1]
             kt.check(got == b"" and "result=upstream_no_client_cert" in last,
                      f"{name}: upstream wants a certificate we lack: {got!r} {last[-300:]}")
-            naccess += 5
+
+            # Per-backend tls blocks: the first names the wrong host, the
+            # second (session_cache: 0) serves; one of two consecutive
+            # clients starts at the first and fails over. Both relay on kTLS.
+            before = kt.tls_stat()
+            oks = [kt.transfer(client_ctx(pki), perbe, 1 * MIB)[0] for _ in range(2)]
+            after = kt.tls_stat()
+            lines = wait_access(log_path, 7)[-2:]
+            kt.check(all(oks) and all("path=ktls" in l and "result=ok" in l and
+                                      "upstream_resumed=0" in l for l in lines),
+                     f"{name}: per-backend tls, failover, kTLS both sockets: {lines}")
+            kt.check(after["TlsTxSw"] - before["TlsTxSw"] == 4 and
+                     after["TlsRxSw"] - before["TlsRxSw"] == 4,
+                     f"{name}: per-backend tls: kTLS TX and RX on both sockets, twice")
+            kt.check(open(log_path).read().count("reason=upstream_name_mismatch") == 1,
+                     f"{name}: exactly one failed attempt (name mismatch) before failover")
+            naccess += 7
         finally:
             d.terminate()
             try:
