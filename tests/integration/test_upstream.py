@@ -505,10 +505,14 @@ def assert_refusals(d, **want):
 
 
 def test_two_backends_each_verified_with_its_own_pki(pki, upki, upstream, start_config):
+    """The api backend's block names its client identity as PKCS#12, the db
+    backend's as PEM: each block is a whole backend_tls."""
     api = upstream()
     db = upstream(cert="db", ca="db-root")
+    p12 = [f"pkcs12: {upki}/kg-client.p12", f"passphrase_file: {upki}/kg-pass.txt",
+           f"ca: {upki}/up-root.crt", "verify_name: api.internal"]
     d, port = start_multi(start_config, [
-        entry(api.addr, tls_lines(upki)),
+        entry(api.addr, p12),
         entry(db.addr, tls_lines(upki, "kg-db-client", "db-root", "db.internal"))])
     for _ in range(4):
         assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
