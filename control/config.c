@@ -95,9 +95,25 @@ void kg_auth_free(struct kg_auth_spec *a)
 	kg_file_list_free(a->crls, a->ncrls);
 	kg_rule_list_free(a->rules.allow, a->rules.nallow);
 	kg_rule_list_free(a->rules.deny, a->rules.ndeny);
-	free(a->backends);
+	kg_backend_list_free(a->backends, a->nbackends);
 	kg_backend_tls_free(a->backend_tls);
 	memset(a, 0, sizeof(*a));
+}
+
+void kg_backend_list_free(struct kg_backend_spec *b, size_t n)
+{
+	for (size_t i = 0; b && i < n; i++)
+		kg_backend_tls_free(b[i].tls);
+	free(b);
+}
+
+const struct kg_backend_tls *kg_backend_tls_of(const struct kg_auth_spec *a, size_t backend)
+{
+	const struct kg_backend_spec *b = &a->backends[backend];
+
+	if (b->plain)
+		return NULL;
+	return b->tls ? b->tls : a->backend_tls;
 }
 
 static int copy_strv(char ***dst, size_t *ndst, char *const *src, size_t n)
@@ -192,6 +208,7 @@ static struct kg_backend_tls *copy_backend_tls(const struct kg_backend_tls *s)
 	d->id.at = s->id.at;
 	d->min_version = s->min_version;
 	d->max_version = s->max_version;
+	d->session_cache = s->session_cache;
 	d->at = s->at;
 	if (copy_file(&d->id.cert, &s->id.cert) < 0 || copy_file(&d->id.key, &s->id.key) < 0 ||
 	    copy_file(&d->id.pkcs12, &s->id.pkcs12) < 0 ||
@@ -204,6 +221,22 @@ static struct kg_backend_tls *copy_backend_tls(const struct kg_backend_tls *s)
 		return NULL;
 	}
 	return d;
+}
+
+static int copy_backends(struct kg_auth_spec *dst, const struct kg_auth_spec *src)
+{
+	dst->backends = calloc(src->nbackends, sizeof(*dst->backends));
+	if (!dst->backends)
+		return -1;
+	dst->nbackends = src->nbackends;
+	for (size_t i = 0; i < src->nbackends; i++) {
+		dst->backends[i] = src->backends[i];
+		dst->backends[i].tls = NULL;
+		if (src->backends[i].tls &&
+		    !(dst->backends[i].tls = copy_backend_tls(src->backends[i].tls)))
+			return -1;
+	}
+	return 0;
 }
 
 /* Sites start from their listener's settings, so every list is duplicated:
@@ -223,13 +256,8 @@ int kg_auth_copy(struct kg_auth_spec *dst, const struct kg_auth_spec *src)
 	    copy_rules(&dst->rules.allow, &dst->rules.nallow, src->rules.allow, src->rules.nallow) < 0 ||
 	    copy_rules(&dst->rules.deny, &dst->rules.ndeny, src->rules.deny, src->rules.ndeny) < 0)
 		goto error;
-	if (src->nbackends) {
-		dst->backends = malloc(src->nbackends * sizeof(*dst->backends));
-		if (!dst->backends)
-			goto error;
-		memcpy(dst->backends, src->backends, src->nbackends * sizeof(*dst->backends));
-		dst->nbackends = src->nbackends;
-	}
+	if (src->nbackends && copy_backends(dst, src) < 0)
+		goto error;
 	return 0;
 error:
 	kg_auth_free(dst);

@@ -73,6 +73,14 @@ struct kg_addr_spec {
 
 struct kg_backend_tls;
 
+/* One entry of backends: an address, and maybe TLS settings of its own. */
+struct kg_backend_spec {
+	struct kg_addr addr;
+	struct kg_where at;
+	struct kg_backend_tls *tls; /* tls: {...}; NULL: the auth block's backend_tls */
+	bool plain;                 /* tls: false - plain TCP even with backend_tls */
+};
+
 /* Client authentication and routing: set per listener, overridable per SNI. */
 struct kg_auth_spec {
 	enum kg_client_auth client_auth;
@@ -85,10 +93,11 @@ struct kg_auth_spec {
 	unsigned verify_depth;
 	bool require_client_eku;    /* openssl verify -purpose sslclient */
 	struct kg_rules rules;
-	struct kg_addr_spec *backends;
+	struct kg_backend_spec *backends;
 	size_t nbackends;
 	bool proxy_v2;
-	struct kg_backend_tls *backend_tls; /* NULL: plain TCP to the backends */
+	struct kg_backend_tls *backend_tls; /* NULL: plain TCP to the backends (unless
+					     * a backend has its own tls) */
 };
 
 /* A server certificate chain and its key, and the SNI names it serves. */
@@ -114,8 +123,16 @@ struct kg_backend_tls {
 	char *verify_name;          /* SNI + name (or IP) the backend's certificate must carry */
 	int min_version, max_version;
 	char *ciphers, *ciphersuites;
+	unsigned session_cache;     /* sessions kept per backend and worker; 0: no resumption */
 	struct kg_where at;
 };
+
+#define KG_UP_SESSION_CACHE_DEFAULT 64
+#define KG_UP_SESSION_CACHE_MAX 4096
+
+/* The TLS settings a backend is reached with: its own tls block, the auth
+ * block's backend_tls, or NULL for plain TCP. */
+const struct kg_backend_tls *kg_backend_tls_of(const struct kg_auth_spec *a, size_t backend);
 
 /* Settings for the clients that ask (SNI) for one of names. */
 struct kg_site_spec {
@@ -181,6 +198,7 @@ void kg_rule_list_free(struct kg_rule_spec *r, size_t n);
 void kg_file_list_free(struct kg_file *f, size_t n);
 void kg_identity_spec_free(struct kg_identity_spec *id);
 void kg_backend_tls_free(struct kg_backend_tls *b);
+void kg_backend_list_free(struct kg_backend_spec *b, size_t n);
 
 /* Parses and validates the YAML file (syntax, keys, types, values; not the
  * files it names). On error returns -1 with "FILE:LINE:COL: key: reason". */

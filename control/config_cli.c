@@ -40,6 +40,17 @@ static struct kg_addr_spec *addrs_from(const char *flag, const struct kg_addr *a
 	return s;
 }
 
+static struct kg_backend_spec *backends_from(const struct kg_addr *a, size_t n)
+{
+	struct kg_backend_spec *s = calloc(n ? n : 1, sizeof(*s));
+
+	for (size_t i = 0; s && i < n; i++) {
+		s[i].addr = a[i];
+		s[i].at = flag_where("--backend");
+	}
+	return s;
+}
+
 static int identities_from(const struct kg_options *o, struct kg_listener_spec *l)
 {
 	l->ids = calloc(o->ncerts, sizeof(*l->ids));
@@ -117,7 +128,7 @@ static int auth_from(const struct kg_options *o, struct kg_auth_spec *a)
 	a->nclient_cas = 1;
 	a->crls = files_from("--crl", o->crl_files, o->ncrls);
 	a->ncrls = o->ncrls;
-	a->backends = addrs_from("--backend", o->backends, o->nbackends);
+	a->backends = backends_from(o->backends, o->nbackends);
 	a->nbackends = o->nbackends;
 	if (!a->client_cas || !a->crls || !a->backends)
 		return -1;

@@ -1160,12 +1160,6 @@ static int set_addrs(struct yctx *y, const struct ynode *v, const char *key, boo
 	return each_string(y, v, key, push_addr, &(struct addrs_arg){ a, n, allow_unix });
 }
 
-static int a_backends(struct yctx *y, const struct ynode *v, const char *key, void *obj)
-{
-	struct kg_auth_spec *a = ((struct lctx *)obj)->auth;
-
-	return set_addrs(y, v, key, true, &a->backends, &a->nbackends);
-}
 
 static int a_allow(struct yctx *y, const struct ynode *v, const char *key, void *obj)
 {
@@ -1250,11 +1244,18 @@ static int b_suites(struct yctx *y, const struct ynode *v, const char *key, void
 	return set_str(y, v, key, &((struct kg_backend_tls *)obj)->ciphersuites);
 }
 
+static int b_session_cache(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_uint(y, v, key, 0, KG_UP_SESSION_CACHE_MAX,
+			&((struct kg_backend_tls *)obj)->session_cache);
+}
+
 static const struct ykey backend_tls_keys[] = {
 	{ "client_cert", b_cert }, { "client_key", b_key }, { "pkcs12", b_pkcs12 },
 	{ "passphrase_file", b_passphrase }, { "ca", b_ca }, { "crl", b_crl },
 	{ "verify_name", b_verify_name }, { "min_version", b_min }, { "max_version", b_max },
 	{ "ciphers", b_ciphers }, { "ciphersuites", b_suites },
+	{ "session_cache", b_session_cache },
 };
 
 /* Same pairing rules as an identity: both halves of a PEM pair, or pkcs12. */
@@ -1281,23 +1282,110 @@ static int check_backend_tls(struct yctx *y, const struct ynode *m, const char *
 	return 0;
 }
 
-static int a_backend_tls(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+/* A backend_tls block, or a backend's own tls block: *dst is replaced as a
+ * whole (a site's block replaces its listener's). */
+static int parse_backend_tls(struct yctx *y, const struct ynode *v, const char *key,
+			     struct kg_backend_tls **dst)
 {
-	struct kg_auth_spec *a = ((struct lctx *)obj)->auth;
 	struct kg_backend_tls *b = calloc(1, sizeof(*b));
 
 	if (!b)
 		return oom(y, v, key);
-	/* A site's block replaces its listener's as a whole. */
-	kg_backend_tls_free(a->backend_tls);
-	a->backend_tls = b;
+	kg_backend_tls_free(*dst);
+	*dst = b;
 	b->min_version = TLS1_2_VERSION;
 	b->max_version = TLS1_3_VERSION;
+	b->session_cache = KG_UP_SESSION_CACHE_DEFAULT;
 	b->at = where(y, v, key);
 	b->id.at = b->at;
 	if (WALK(y, v, key, backend_tls_keys, b) < 0)
 		return -1;
 	return check_backend_tls(y, v, key, b);
+}
+
+static int a_backend_tls(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return parse_backend_tls(y, v, key, &((struct lctx *)obj)->auth->backend_tls);
+}
+
+/* ---- backends: "host:port", or { address: "host:port", tls: {...} | false } ---- */
+
+static int backend_address(struct yctx *y, const struct ynode *v, const char *key,
+			   struct kg_backend_spec *b)
+{
+	char why[160], buf[64];
+
+	if (get_text(y, v, key) < 0)
+		return -1;
+	if (kg_addr_parse(v->text, true, &b->addr, why, sizeof(why)) < 0)
+		return fail(y, v, key, "'%s': %s", shown(v, buf, sizeof(buf)), why);
+	b->at = where(y, v, key);
+	return 0;
+}
+
+static int be_address(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return backend_address(y, v, key, obj);
+}
+
+/* The backend's own TLS replaces backend_tls for it; false: plain TCP. */
+static int be_tls(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	struct kg_backend_spec *b = obj;
+
+	if (v->type == Y_MAP)
+		return parse_backend_tls(y, v, key, &b->tls);
+	if (bool_value(v) == 0) {
+		b->plain = true;
+		return 0;
+	}
+	return fail(y, v, key, "expected a mapping (this backend's TLS settings) or false, got %s",
+		    kind(v));
+}
+
+static const struct ykey backend_keys[] = { { "address", be_address }, { "tls", be_tls } };
+
+static int parse_backend(struct yctx *y, const struct ynode *v, const char *key,
+			 struct kg_backend_spec *b)
+{
+	if (v->type == Y_SCALAR && !is_null(v))
+		return backend_address(y, v, key, b);
+	if (v->type != Y_MAP)
+		return fail(y, v, key, "expected an address or a mapping with address and tls, got %s",
+			    kind(v));
+	if (WALK(y, v, key, backend_keys, b) < 0)
+		return -1;
+	if (!find(v, "address"))
+		return fail(y, v, "address", "required: where the backend listens");
+	return 0;
+}
+
+static int a_backends(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	struct kg_auth_spec *a = ((struct lctx *)obj)->auth;
+	struct kg_backend_spec *list;
+
+	if (is_null(v))
+		return fail(y, v, key, "expected an address or a list of them, got nothing");
+	if (v->type == Y_SEQ && v->nkids == 0)
+		return fail(y, v, key, "must not be an empty list");
+	list = calloc(count_of(v), sizeof(*list));
+	if (!list)
+		return oom(y, v, key);
+	/* A site's list replaces its listener's. */
+	kg_backend_list_free(a->backends, a->nbackends);
+	a->backends = list;
+	a->nbackends = 0;
+	if (v->type != Y_SEQ) {
+		a->nbackends = 1;
+		return parse_backend(y, v, key, &list[0]);
+	}
+	for (size_t i = 0; i < v->nkids; i++) {
+		a->nbackends = i + 1; /* counted first: a half-parsed tls block is freed too */
+		if (parse_backend(y, v->kids[i], key, &list[i]) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 #define AUTH_KEYS \
@@ -1627,6 +1715,23 @@ static const struct ykey listener_keys[] = {
 	{ "identities", l_ids }, { "sites", l_sites }, AUTH_KEYS,
 };
 
+/* Plain in, plain out would be a TCP proxy: every backend of a plain
+ * listener is reached over TLS, its own or backend_tls. */
+static int check_plain_backends(struct yctx *y, const struct ynode *m, const struct kg_auth_spec *a)
+{
+	const struct ynode *list = find(m, "backends");
+
+	for (size_t i = 0; i < a->nbackends; i++) {
+		const struct ynode *at = list && list->type == Y_SEQ ? list->kids[i] : list;
+		if (a->backends[i].plain)
+			return fail(y, find(at, "tls"), "tls", "must not be false with listen_tls: false");
+		if (!kg_backend_tls_of(a, i))
+			return fail(y, m, "backend_tls",
+				    "required with listen_tls: false (or a tls block on every backend)");
+	}
+	return 0;
+}
+
 /* listen_tls: false: local applications speak plain TCP, ktlsgate speaks
  * mTLS to the backends. Nothing about client TLS applies, so nothing of it
  * may be written (a client_ca here would suggest clients are verified). */
@@ -1648,9 +1753,7 @@ static int check_plain_listener(struct yctx *y, const struct ynode *m, struct kg
 		return fail(y, m, "listen", "a listener needs at least one address");
 	if (l->auth.nbackends == 0)
 		return fail(y, m, "backends", "a listener needs at least one backend");
-	if (!l->auth.backend_tls)
-		return fail(y, m, "backend_tls", "required with listen_tls: false");
-	return 0;
+	return check_plain_backends(y, m, &l->auth);
 }
 
 static int parse_listener(struct yctx *y, const struct ynode *m, size_t idx,

@@ -102,6 +102,20 @@ static json_t *dpdk_json(const struct kg_worker_stats *s)
 			 "queue_waits", (json_int_t)s->dpdk_queue_waits);
 }
 
+/* Backend TLS: "refused" is the sum of "refusals", one count per failed
+ * backend attempt, like the client side's "refused" per reason. */
+static json_t *upstream_json(const struct kg_worker_stats *s)
+{
+	json_t *by = json_object();
+
+	for (int r = 0; r < KG_UP_REFUSAL_COUNT; r++)
+		json_object_set_new(by, kg_up_refusal_names[r],
+				    json_integer((json_int_t)s->upstream_refused_by[r]));
+	return json_pack("{s:I, s:I, s:I, s:o}", "handshakes", (json_int_t)s->upstream_handshakes,
+			 "resumed", (json_int_t)s->upstream_resumed,
+			 "refused", (json_int_t)s->upstream_refused, "refusals", by);
+}
+
 static json_t *stats_json(const struct kg_worker_stats *s)
 {
 	json_t *refused = json_object();
@@ -109,7 +123,7 @@ static json_t *stats_json(const struct kg_worker_stats *s)
 	for (int r = 0; r < KG_REFUSAL_COUNT; r++)
 		json_object_set_new(refused, kg_refusal_names[r], json_integer((json_int_t)s->refused[r]));
 	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:o,"
-			 " s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:I}",
+			 " s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:I, s:o, s:I}",
 			 "conns_active", (json_int_t)s->conns_active,
 			 "conns_total", (json_int_t)s->conns_total,
 			 "handshakes_ok", (json_int_t)s->handshakes_ok,
@@ -127,9 +141,7 @@ static json_t *stats_json(const struct kg_worker_stats *s)
 			 "idle_timeouts", (json_int_t)s->idle_timeouts,
 			 "backend_failures", (json_int_t)s->backend_failures,
 			 "conn_limit_hits", (json_int_t)s->conn_limit_hits,
-			 "upstream", "handshakes", (json_int_t)s->upstream_handshakes,
-			 "resumed", (json_int_t)s->upstream_resumed,
-			 "refused", (json_int_t)s->upstream_refused,
+			 "upstream", upstream_json(s),
 			 "verify_cache_hits", (json_int_t)s->verify_cache_hits);
 }
 
@@ -285,12 +297,12 @@ static json_t *view_json(const struct kg_conn_view *v)
 {
 	json_t *kernel = v->ktls ? kg_sockview_json(&v->local, &v->peer) : json_null();
 
-	return json_pack("{s:I, s:i, s:s, s:s, s:s, s:s, s:s?, s:s, s:I, s:I, s:I, s:s, s:s?, s:s?,"
-			 " s:s?, s:o}",
+	return json_pack("{s:I, s:i, s:s, s:s, s:s, s:s, s:s?, s:s, s:s?, s:I, s:I, s:I, s:s, s:s?,"
+			 " s:s?, s:s?, s:o}",
 			 "id", (json_int_t)v->id, "worker", (int)v->worker, "client", v->client,
 			 "sni", v->sni, "subject", v->subject, "serial", v->serial,
 			 "spiffe", v->spiffe[0] ? v->spiffe : NULL, "backend", v->backend,
-			 "bytes_in", (json_int_t)v->bytes_in, "bytes_out", (json_int_t)v->bytes_out,
+			 "upstream_tls", v->up_version, "bytes_in", (json_int_t)v->bytes_in, "bytes_out", (json_int_t)v->bytes_out,
 			 "age_ms", (json_int_t)v->age_ms, "state", v->state, "path", v->path,
 			 "version", v->version, "cipher", v->cipher, "kernel", kernel);
 }

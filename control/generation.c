@@ -123,20 +123,53 @@ static int load_identities(struct kg_listener_rt *l, char *err, size_t errlen)
 	return 0;
 }
 
-static int build_site(struct kg_site *site, const struct kg_auth_spec *auth, const char *label,
-		      char *err, size_t errlen)
+static struct kg_upstream *upstream_new(const struct kg_backend_tls *b, char *err, size_t errlen)
+{
+	struct kg_upstream *up = calloc(1, sizeof(*up));
+
+	if (!up)
+		return snprintf(err, errlen, "out of memory"), NULL;
+	if (kg_tls_upstream_new(b, up, err, errlen) < 0) {
+		free(up);
+		return NULL;
+	}
+	return up;
+}
+
+/* Each backend with TLS gets the site's context (backend_tls) or its own,
+ * and a session cache slot of its own: sessions never cross backends. */
+static int build_backends(struct kg_gen *g, struct kg_site *site, char *err, size_t errlen)
+{
+	const struct kg_auth_spec *auth = site->auth;
+
+	site->backends = calloc(auth->nbackends ? auth->nbackends : 1, sizeof(*site->backends));
+	if (!site->backends)
+		return snprintf(err, errlen, "out of memory"), -1;
+	for (size_t i = 0; i < auth->nbackends; i++) {
+		const struct kg_backend_tls *b = kg_backend_tls_of(auth, i);
+		struct kg_backend_rt *be = &site->backends[i];
+
+		if (!b)
+			continue;
+		be->up = b == auth->backend_tls ? site->up : upstream_new(b, err, errlen);
+		if (!be->up)
+			return -1;
+		be->cache_slot = g->nup_slots++;
+	}
+	return 0;
+}
+
+static int build_site(struct kg_gen *g, struct kg_site *site, const struct kg_auth_spec *auth,
+		      const char *label, char *err, size_t errlen)
 {
 	site->auth = auth;
 	site->label = label;
 	if (kg_tls_trust_new(auth, &site->trust, err, errlen) < 0)
 		return -1;
-	if (auth->backend_tls) {
-		site->up = calloc(1, sizeof(*site->up));
-		if (!site->up)
-			return snprintf(err, errlen, "out of memory"), -1;
-		if (kg_tls_upstream_new(auth->backend_tls, site->up, err, errlen) < 0)
-			return -1;
-	}
+	if (auth->backend_tls && !(site->up = upstream_new(auth->backend_tls, err, errlen)))
+		return -1;
+	if (build_backends(g, site, err, errlen) < 0)
+		return -1;
 	site->policy = kg_policy_compile(&auth->rules, err, errlen);
 	return site->policy ? 0 : -1;
 }
@@ -152,12 +185,12 @@ static int build_sites(struct kg_listener_rt *l, char *err, size_t errlen)
 	l->nsites = 1;
 	for (size_t i = 0; i <= s->nsites; i++)
 		l->sites[i].index = (unsigned)i;
-	if (build_site(&l->sites[0], &s->auth, "default", err, errlen) < 0)
+	if (build_site(l->gen, &l->sites[0], &s->auth, "default", err, errlen) < 0)
 		return -1;
 	for (size_t i = 0; i < s->nsites; i++) {
 		const struct kg_site_spec *site = &s->sites[i];
 		l->nsites = i + 2;
-		if (build_site(&l->sites[i + 1], &site->auth,
+		if (build_site(l->gen, &l->sites[i + 1], &site->auth,
 			       site->nnames ? site->names[0] : "site", err, errlen) < 0)
 			return -1;
 	}
@@ -261,6 +294,33 @@ static int build_routes(struct kg_listener_rt *l, kg_prepare_ctx_fn prepare, cha
 	return 0;
 }
 
+/* Every client context once: the site's, then each backend's own. */
+static void prepare_upstreams(const struct kg_site *site, kg_prepare_ctx_fn prepare)
+{
+	if (site->up)
+		prepare(site->up->ctx, NULL);
+	for (size_t i = 0; i < site->auth->nbackends; i++)
+		if (site->backends[i].up && site->backends[i].up != site->up)
+			prepare(site->backends[i].up->ctx, NULL);
+}
+
+static void free_site(struct kg_site *site)
+{
+	kg_tls_trust_free(&site->trust);
+	kg_policy_free(site->policy);
+	for (size_t i = 0; site->backends && i < site->auth->nbackends; i++) {
+		struct kg_upstream *up = site->backends[i].up;
+		if (up && up != site->up) {
+			kg_tls_upstream_free(up);
+			free(up);
+		}
+	}
+	free(site->backends);
+	if (site->up)
+		kg_tls_upstream_free(site->up);
+	free(site->up);
+}
+
 static int build_listener(struct kg_gen *g, unsigned index, kg_prepare_ctx_fn prepare, char *err,
 			  size_t errlen)
 {
@@ -272,8 +332,7 @@ static int build_listener(struct kg_gen *g, unsigned index, kg_prepare_ctx_fn pr
 	if (load_identities(l, err, errlen) < 0 || build_sites(l, err, errlen) < 0)
 		return -1;
 	for (size_t i = 0; prepare && i < l->nsites; i++)
-		if (l->sites[i].up)
-			prepare(l->sites[i].up->ctx, NULL);
+		prepare_upstreams(&l->sites[i], prepare);
 	return build_routes(l, prepare, err, errlen);
 }
 
@@ -285,13 +344,8 @@ static void free_listener(struct kg_listener_rt *l)
 	for (size_t i = 0; i < l->nnames; i++)
 		free(l->names[i].name);
 	free(l->names);
-	for (size_t i = 0; i < l->nsites; i++) {
-		kg_tls_trust_free(&l->sites[i].trust);
-		kg_policy_free(l->sites[i].policy);
-		if (l->sites[i].up)
-			kg_tls_upstream_free(l->sites[i].up);
-		free(l->sites[i].up);
-	}
+	for (size_t i = 0; i < l->nsites; i++)
+		free_site(&l->sites[i]);
 	free(l->sites);
 	for (size_t i = 0; i < l->nids; i++)
 		kg_tls_identity_free(&l->ids[i]);

@@ -12,13 +12,20 @@
 #include "policy.h"
 #include "tlsctx.h"
 
+/* How one of a site's backends is reached. */
+struct kg_backend_rt {
+	struct kg_upstream *up; /* NULL: plain TCP; the site's up, or the backend's own */
+	unsigned cache_slot;    /* its session cache, unique in the generation */
+};
+
 /* The listener's own auth block, or one of its per-SNI sites. */
 struct kg_site {
 	const struct kg_auth_spec *auth;
 	struct kg_client_trust trust;
 	struct kg_policy *policy;
 	const char *label; /* the site's first name, or "default" */
-	struct kg_upstream *up; /* backend_tls; NULL: plain TCP to the backends */
+	struct kg_upstream *up; /* backend_tls; NULL: none (a backend may have its own) */
+	struct kg_backend_rt *backends; /* [auth->nbackends] */
 	unsigned index;    /* in its listener's sites[] */
 };
 
@@ -57,6 +64,7 @@ struct kg_gen {
 	struct kg_config cfg;
 	struct kg_listener_rt *listeners;
 	size_t nlisteners;
+	unsigned nup_slots; /* backends reached over TLS: the size of a worker's session cache */
 };
 
 /* Called for every context built: the dataplane installs its callbacks.

@@ -69,6 +69,16 @@ static void append_addrs(char *buf, size_t cap, const struct kg_addr_spec *a, si
 	}
 }
 
+/* "addr" or "addr(tls)": which backends are reached over TLS. */
+static void append_backends(char *buf, size_t cap, const struct kg_auth_spec *a)
+{
+	for (size_t i = 0; i < a->nbackends; i++) {
+		size_t used = strlen(buf);
+		snprintf(buf + used, cap - used, "%s%s%s", used ? "," : "", a->backends[i].addr.text,
+			 kg_backend_tls_of(a, i) ? "(tls)" : "");
+	}
+}
+
 static void log_start(const struct kg_runtime *rt, unsigned nworkers)
 {
 	const struct kg_config *cfg = &rt->gen->cfg;
@@ -76,8 +86,7 @@ static void log_start(const struct kg_runtime *rt, unsigned nworkers)
 
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		append_addrs(listen, sizeof(listen), cfg->listeners[i].addrs, cfg->listeners[i].naddrs);
-		append_addrs(backends, sizeof(backends), cfg->listeners[i].auth.backends,
-			     cfg->listeners[i].auth.nbackends);
+		append_backends(backends, sizeof(backends), &cfg->listeners[i].auth);
 	}
 	struct kg_field f[] = {
 		KG_S("version", KG_VERSION),

@@ -59,6 +59,15 @@ static void refusals(FILE *f, const struct kg_worker_stats *s)
 			(unsigned long long)s->refused[r]);
 }
 
+/* One count per failed backend attempt (connect_error for any backend). */
+static void upstream_refusals(FILE *f, const struct kg_worker_stats *s)
+{
+	head(f, "ktlsgate_upstream_refused_total", "counter", "Failed backend attempts by reason.");
+	for (int r = 0; r < KG_UP_REFUSAL_COUNT; r++)
+		fprintf(f, "ktlsgate_upstream_refused_total{reason=\"%s\"} %llu\n",
+			kg_up_refusal_names[r], (unsigned long long)s->upstream_refused_by[r]);
+}
+
 /* The DPDK record engine (zero when it is not in use). */
 static void dpdk_counters(FILE *f, const struct kg_worker_stats *s)
 {
@@ -112,8 +121,7 @@ static void counters(FILE *f, const struct kg_worker_stats *s)
 		s->upstream_handshakes);
 	counter(f, "ktlsgate_upstream_handshakes_resumed_total",
 		"Backend TLS handshakes that resumed a session.", s->upstream_resumed);
-	counter(f, "ktlsgate_upstream_refused_total",
-		"Connections closed because TLS with the backend failed.", s->upstream_refused);
+	upstream_refusals(f, s);
 	head(f, "ktlsgate_relayed_connections_total", "counter", "Finished connections by relay path.");
 	fprintf(f, "ktlsgate_relayed_connections_total{path=\"ktls\"} %llu\n",
 		(unsigned long long)s->relayed_ktls);

@@ -32,14 +32,29 @@ static int open_backend_socket(const struct kg_addr *a)
 	return fd;
 }
 
+static void close_backend_fd(struct kg_conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->bfd < 0)
+		return;
+	sqe = kg_get_sqe(&c->w->ring);
+	io_uring_prep_close(sqe, c->bfd);
+	io_uring_sqe_set_data64(sqe, kg_ud(NULL, KG_OP_IGNORE));
+	c->bfd = -1;
+}
+
 static void try_backend(struct kg_conn *c)
 {
-	const struct kg_auth_spec *auth = c->route->site->auth;
-	const struct kg_addr *a = &auth->backends[(c->backend_idx + c->backend_tries) %
-						  auth->nbackends].addr;
+	const struct kg_site *site = c->route->site;
+	unsigned idx = (c->backend_idx + c->backend_tries) % (unsigned)site->auth->nbackends;
+	const struct kg_addr *a = &site->auth->backends[idx].addr;
 	unsigned timeout_ms = c->gen->cfg.connect_timeout_ms;
 	struct io_uring_sqe *sqe;
 
+	/* Each backend is reached with its own TLS settings (or none). */
+	c->up_backend = idx;
+	c->up = site->backends[idx].up;
 	kg_peer_set(c, KG_PEER_BACKEND, a->text);
 	c->bfd = open_backend_socket(a);
 	if (c->bfd < 0) {
@@ -214,10 +229,8 @@ void kg_backend_connect(struct kg_conn *c)
 
 void kg_backend_on_connect(struct kg_conn *c, int res)
 {
-	struct io_uring_sqe *sqe;
-
 	if (res == 0) {
-		if (c->route->site->up)
+		if (c->up)
 			kg_up_start(c);
 		else
 			kg_backend_ready(c);
@@ -234,18 +247,52 @@ void kg_backend_on_connect(struct kg_conn *c, int res)
 		KG_I("worker", c->w->id),
 	};
 	kg_log_event(KG_LOG_WARN, "backend_connect_failed", f, KG_NFIELDS(f));
+	kg_up_count_refusal(c->w, "connect_error");
 	kg_peer_setf(c, KG_PEER_DETAIL, "%s: %s", kg_peer_get(c, KG_PEER_BACKEND),
 		     strerror(-res));
-	if (c->bfd >= 0) {
-		sqe = kg_get_sqe(&c->w->ring);
-		io_uring_prep_close(sqe, c->bfd);
-		io_uring_sqe_set_data64(sqe, kg_ud(NULL, KG_OP_IGNORE));
-		c->bfd = -1;
-	}
+	close_backend_fd(c);
 	if (++c->backend_tries < c->route->site->auth->nbackends) {
 		try_backend(c);
 		return;
 	}
 	kg_peer_set(c, KG_PEER_BACKEND, "");
 	backend_give_up(c);
+}
+
+/* The failed attempt's fd goes once none of its operations is in flight:
+ * a completion of the old socket must never be read as the new one's. */
+static void retry_when_idle(struct kg_conn *c)
+{
+	if (c->be_send_busy || c->be_recv_busy)
+		return;
+	close_backend_fd(c);
+	c->up_retrying = false;
+	try_backend(c);
+}
+
+bool kg_backend_retry(struct kg_conn *c)
+{
+	if (c->backend_tries + 1 >= c->route->site->auth->nbackends)
+		return false;
+	c->backend_tries++;
+	kg_up_reset(c);
+	kg_peer_set(c, KG_PEER_DETAIL, "");
+	c->state = KG_CS_CONNECTING;
+	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms); /* as after the client handshake */
+	c->up_retrying = true;
+	if (c->be_send_busy)
+		kg_conn_cancel(c, KG_OP_BE_SEND);
+	if (c->be_recv_busy)
+		kg_conn_cancel(c, KG_OP_BE_RECV);
+	retry_when_idle(c);
+	return true;
+}
+
+void kg_backend_on_stale_op(struct kg_conn *c, enum kg_op op)
+{
+	if (op == KG_OP_BE_SEND)
+		c->be_send_busy = false;
+	else
+		c->be_recv_busy = false;
+	retry_when_idle(c);
 }

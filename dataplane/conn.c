@@ -200,7 +200,7 @@ static void conn_free(struct kg_conn *c)
 
 /* Cancels by user_data, not by fd: a splice's file is its output pipe, so
  * cancel-by-fd would miss it. Unmatched cancels just complete with -ENOENT. */
-static void cancel_op(struct kg_conn *c, enum kg_op op)
+void kg_conn_cancel(struct kg_conn *c, enum kg_op op)
 {
 	struct io_uring_sqe *sqe = kg_get_sqe(&c->w->ring);
 
@@ -226,7 +226,7 @@ void kg_conn_close(struct kg_conn *c, const char *end)
 		return;
 	}
 	for (size_t i = 0; i < sizeof(cancellable) / sizeof(cancellable[0]); i++)
-		cancel_op(c, cancellable[i]);
+		kg_conn_cancel(c, cancellable[i]);
 }
 
 void kg_conn_touch(struct kg_conn *c, unsigned timeout_ms)
@@ -387,7 +387,9 @@ static void handshake_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 
 static void connecting_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 {
-	if (op == KG_OP_BE_CONNECT)
+	if (c->up_retrying && (op == KG_OP_BE_SEND || op == KG_OP_BE_RECV))
+		kg_backend_on_stale_op(c, op);
+	else if (op == KG_OP_BE_CONNECT)
 		kg_backend_on_connect(c, res);
 	else if (op == KG_OP_BE_SEND && c->pp2_pending)
 		kg_backend_on_header_sent(c, res);
@@ -500,6 +502,7 @@ static void describe(const struct kg_conn *c, struct kg_conn_view *v, uint64_t n
 	v->state = state_name(c->state);
 	v->path = c->relay ? c->relay->name : NULL;
 	v->version = c->peer.version;
+	v->up_version = c->peer.up_version;
 	v->cipher = c->peer.cipher;
 	v->bytes_in = c->bytes_in;
 	v->bytes_out = c->bytes_out;

@@ -91,6 +91,9 @@ struct kg_conn {
 	BIO *urbio, *uwbio;
 	int up_verify_err;          /* first X509 error about the backend's chain */
 	unsigned up_backend;        /* which of the site's backends: the session cache key */
+	const struct kg_upstream *up; /* that backend's TLS (site->backends[].up); NULL: plain */
+	SSL_SESSION *up_kept;       /* the session last put in (or left in) the cache */
+	bool up_retrying;           /* the next backend waits for the failed one's ops */
 	bool up_cert_asked;         /* the backend sent a CertificateRequest */
 	bool up_data_seen;          /* the backend sent application data */
 	bool up_ticket_seen;        /* ... a NewSessionTicket */
@@ -145,6 +148,8 @@ void kg_conn_send(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b);
 void kg_conn_shutdown_wr(struct kg_conn *c, int fd, enum kg_op op);
 /* Accounts a CLI_SEND/BE_SEND completion, resends the rest; true once drained. */
 bool kg_conn_send_progress(struct kg_conn *c, enum kg_op op, int res);
+/* Cancels every in-flight operation of this connection of that kind. */
+void kg_conn_cancel(struct kg_conn *c, enum kg_op op);
 bool kg_buf_ensure(struct kg_buf *b);
 /* Moves what OpenSSL wrote into the wbio to cout and sends it. */
 void kg_conn_flush_tls(struct kg_conn *c);
@@ -178,6 +183,11 @@ void kg_backend_on_connect(struct kg_conn *c, int res);
 void kg_backend_on_header_sent(struct kg_conn *c, int res);
 /* The backend is connected (and its TLS handshake done): PROXY v2, relay. */
 void kg_backend_ready(struct kg_conn *c);
+/* The attempt on this backend failed before any client byte went to it:
+ * false when every backend has been tried, else the next one is tried. */
+bool kg_backend_retry(struct kg_conn *c);
+/* connecting_on_cqe: a cancelled backend op of the failed attempt is back. */
+void kg_backend_on_stale_op(struct kg_conn *c, enum kg_op op);
 
 /* TLS towards the backend (upstream.c). */
 void kg_up_start(struct kg_conn *c);
@@ -190,10 +200,15 @@ void kg_up_keep_session(struct kg_conn *c);
 void kg_up_refuse(struct kg_conn *c, const char *reason);
 /* The same after the kTLS handoff: logs and counts; the caller closes. */
 void kg_up_refuse_ktls(struct kg_conn *c, const char *reason);
+/* Counts one failed backend attempt under its reason (upstream_<reason>). */
+void kg_up_count_refusal(struct kg_worker *w, const char *reason);
+/* Drops the backend TLS state of a failed attempt (before a retry). */
+void kg_up_reset(struct kg_conn *c);
 /* A TLS error from the backend before its first byte of data: why. */
 const char *kg_up_late_reason(struct kg_conn *c);
 void kg_up_cache_free(struct kg_worker *w);
-/* A TLS 1.3 backend that sent no ticket in time: the kTLS handoff stops waiting. */
+/* A TLS 1.3 backend that sent no ticket in time, or one whose sessions are
+ * not kept (session_cache: 0): the kTLS handoff does not wait for a ticket. */
 bool kg_up_sends_no_tickets(struct kg_conn *c);
 void kg_up_note_no_tickets(struct kg_conn *c);
 /* handshake.c: the access log's reason for an X509 verify error. */

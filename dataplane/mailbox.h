@@ -50,6 +50,7 @@ struct kg_conn_view {
 	unsigned worker;
 	char client[64], sni[256], subject[256], serial[80], spiffe[256], backend[128];
 	const char *state, *path, *version, *cipher;
+	const char *up_version; /* TLS towards the backend; NULL: plain or not yet */
 	uint64_t bytes_in, bytes_out, age_ms;
 	struct sockaddr_storage local, peer; /* the client socket, for the kernel's view */
 	bool ktls;

@@ -16,6 +16,30 @@ enum kg_refusal kg_refusal_of(const char *reason)
 	return KG_REFUSED_handshake_failed;
 }
 
+const char *const kg_up_refusal_names[KG_UP_REFUSAL_COUNT] = {
+#define KG_UP_REFUSAL_NAME(name) #name,
+	KG_UP_REFUSAL_REASONS(KG_UP_REFUSAL_NAME)
+#undef KG_UP_REFUSAL_NAME
+};
+
+const char *const kg_up_results[KG_UP_REFUSAL_COUNT] = {
+#define KG_UP_RESULT_NAME(name) "upstream_" #name,
+	KG_UP_REFUSAL_REASONS(KG_UP_RESULT_NAME)
+#undef KG_UP_RESULT_NAME
+};
+
+enum kg_up_refusal kg_up_refusal_of(const char *reason)
+{
+	static const char prefix[] = "upstream_";
+
+	if (strncmp(reason, prefix, sizeof(prefix) - 1) == 0)
+		reason += sizeof(prefix) - 1;
+	for (int i = 0; i < KG_UP_REFUSAL_COUNT; i++)
+		if (strcmp(kg_up_refusal_names[i], reason) == 0)
+			return (enum kg_up_refusal)i;
+	return KG_UP_REFUSED_handshake_failed;
+}
+
 void kg_stats_add(struct kg_worker_stats *t, const struct kg_worker_stats *s)
 {
 	const uint64_t *src = (const uint64_t *)s;

@@ -38,6 +38,28 @@ extern const char *const kg_refusal_names[KG_REFUSAL_COUNT];
 /* The counter for a reason string; unknown ones count as handshake_failed. */
 enum kg_refusal kg_refusal_of(const char *reason);
 
+/* Why a backend attempt failed: result=upstream_<reason>, one counter each.
+ * connect_error: the TCP connect failed or timed out (any backend). */
+#define KG_UP_REFUSAL_REASONS(X)                                               \
+	X(name_mismatch) X(unknown_ca) X(certificate_expired)                   \
+	X(certificate_not_yet_valid) X(certificate_revoked) X(bad_signature)    \
+	X(bad_purpose) X(chain_too_long) X(crl_missing) X(crl_stale)            \
+	X(bad_certificate) X(no_client_cert) X(client_cert_rejected)            \
+	X(handshake_failed) X(handshake_timeout) X(connect_error)
+
+enum kg_up_refusal {
+#define KG_UP_REFUSAL_ENUM(name) KG_UP_REFUSED_##name,
+	KG_UP_REFUSAL_REASONS(KG_UP_REFUSAL_ENUM)
+#undef KG_UP_REFUSAL_ENUM
+	KG_UP_REFUSAL_COUNT
+};
+
+extern const char *const kg_up_refusal_names[KG_UP_REFUSAL_COUNT];
+/* The same as access log results: "upstream_<reason>" (static strings). */
+extern const char *const kg_up_results[KG_UP_REFUSAL_COUNT];
+/* The counter for "upstream_<reason>"; unknown ones count as handshake_failed. */
+enum kg_up_refusal kg_up_refusal_of(const char *reason);
+
 #define KG_BURST_BUCKETS 8 /* crypto ops per DPDK burst: 1, 2-3, 4-7, ... 128+ */
 
 static inline unsigned kg_burst_bucket(uint64_t n)
@@ -77,7 +99,8 @@ struct kg_worker_stats {
 	uint64_t relayed_ktls, relayed_user; /* finished connections, by relay path */
 	uint64_t upstream_handshakes;  /* TLS handshakes with backends (backend_tls) */
 	uint64_t upstream_resumed;     /* ... that resumed a session */
-	uint64_t upstream_refused;     /* backend TLS failures: result=upstream_* */
+	uint64_t upstream_refused;     /* failed backend attempts: upstream_refused_by summed */
+	uint64_t upstream_refused_by[KG_UP_REFUSAL_COUNT];
 	uint64_t relayed_dpdk;
 	/* DPDK record engine: records and plaintext bytes each way, bursts. */
 	uint64_t dpdk_records_rx, dpdk_records_tx, dpdk_bytes_rx, dpdk_bytes_tx;

@@ -13,17 +13,21 @@
 #include "conn.h"
 #include "log.h"
 
-#define KG_UP_CACHE_SLOTS 64 /* direct-mapped: a collision only costs a full handshake */
-
-struct kg_up_slot {
-	uint64_t gen;             /* sessions never cross generations (trust may change) */
-	unsigned listener, site, backend;
-	SSL_SESSION *sess;
-	bool no_tickets;          /* a TLS 1.3 backend that sent none: do not wait for one */
+/* One backend's sessions in one worker: newest last. TLS 1.3 tickets are
+ * taken out when used (RFC 8446 C.4: one use each); a TLS 1.2 session stays
+ * and serves every connection until a newer one replaces it. */
+struct kg_up_entry {
+	uint64_t gen;        /* sessions never cross generations (trust may change) */
+	SSL_SESSION **sess;
+	unsigned n, cap;     /* cap: the backend's session_cache */
+	bool no_tickets;     /* a TLS 1.3 backend that sent none: do not wait for one */
 };
 
+/* Indexed by the generation's cache_slot, unique per backend (kg_backend_rt):
+ * a session is never offered to another backend. */
 struct kg_up_cache {
-	struct kg_up_slot slot[KG_UP_CACHE_SLOTS];
+	struct kg_up_entry *e;
+	unsigned n;
 };
 
 static int up_ex_index = -1;
@@ -36,73 +40,102 @@ static void make_up_ex_index(void)
 
 /* ---- session cache ---- */
 
-static uint64_t mix64(uint64_t x)
+static void entry_clear(struct kg_up_entry *e)
 {
-	/* splitmix64's finalizer: every input bit reaches the low bits. */
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
+	for (unsigned i = 0; i < e->n; i++)
+		SSL_SESSION_free(e->sess[i]);
+	free(e->sess);
+	memset(e, 0, sizeof(*e));
 }
 
-static struct kg_up_slot *cache_slot(struct kg_conn *c, bool create)
+static bool cache_grow(struct kg_worker *w, unsigned n)
 {
-	struct kg_worker *w = c->w;
-	uint64_t h = mix64(c->gen->number ^ mix64((uint64_t)c->listener << 42 ^
-						 (uint64_t)c->route->site->index << 21 ^
-						 c->up_backend));
+	struct kg_up_cache *uc = w->up_cache;
+	struct kg_up_entry *e;
 
-	if (!w->up_cache) {
-		if (!create)
+	if (!uc && !(uc = w->up_cache = calloc(1, sizeof(*uc))))
+		return false;
+	if (n <= uc->n)
+		return true;
+	e = realloc(uc->e, n * sizeof(*e));
+	if (!e)
+		return false;
+	memset(e + uc->n, 0, (n - uc->n) * sizeof(*e));
+	uc->e = e;
+	uc->n = n;
+	return true;
+}
+
+/* This connection's backend's entry; with create, emptied when it held
+ * another generation's sessions. NULL: session_cache: 0, or no memory. */
+static struct kg_up_entry *cache_entry(struct kg_conn *c, bool create)
+{
+	unsigned slot = c->route->site->backends[c->up_backend].cache_slot;
+	unsigned cap = c->up->spec->session_cache;
+	struct kg_up_cache *uc = c->w->up_cache;
+	struct kg_up_entry *e;
+
+	if (cap == 0)
+		return NULL;
+	if (!create)
+		return uc && slot < uc->n && uc->e[slot].gen == c->gen->number ? &uc->e[slot] : NULL;
+	if (!cache_grow(c->w, c->gen->nup_slots))
+		return NULL;
+	e = &c->w->up_cache->e[slot];
+	if (e->gen != c->gen->number || e->cap != cap) {
+		entry_clear(e);
+		e->sess = calloc(cap, sizeof(*e->sess));
+		if (!e->sess)
 			return NULL;
-		w->up_cache = calloc(1, sizeof(*w->up_cache));
-		if (!w->up_cache)
-			return NULL;
+		e->gen = c->gen->number;
+		e->cap = cap;
 	}
-	return &w->up_cache->slot[h % KG_UP_CACHE_SLOTS];
+	return e;
 }
 
-static bool slot_is_for(const struct kg_up_slot *s, const struct kg_conn *c)
+static void entry_push(struct kg_up_entry *e, SSL_SESSION *sess)
 {
-	return s->gen == c->gen->number && s->listener == c->listener &&
-	       s->site == c->route->site->index && s->backend == c->up_backend;
+	if (e->n == e->cap) { /* full: the oldest goes */
+		SSL_SESSION_free(e->sess[0]);
+		memmove(e->sess, e->sess + 1, (e->n - 1) * sizeof(*e->sess));
+		e->n--;
+	}
+	SSL_SESSION_up_ref(sess);
+	e->sess[e->n++] = sess;
 }
 
-static bool slot_matches(const struct kg_up_slot *s, const struct kg_conn *c)
+/* The newest session for this backend, referenced for the caller. */
+static SSL_SESSION *cache_take(struct kg_conn *c)
 {
-	return s->sess && slot_is_for(s, c);
-}
+	struct kg_up_entry *e = cache_entry(c, false);
+	SSL_SESSION *sess;
 
-static void slot_claim(struct kg_up_slot *s, const struct kg_conn *c)
-{
-	if (!slot_is_for(s, c))
-		s->no_tickets = false;
-	s->gen = c->gen->number;
-	s->listener = c->listener;
-	s->site = c->route->site->index;
-	s->backend = c->up_backend;
+	if (!e || e->n == 0)
+		return NULL;
+	sess = e->sess[e->n - 1];
+	c->up_kept = sess; /* used (1.3) or still cached (1.2): never kept again */
+	if (SSL_SESSION_get_protocol_version(sess) == TLS1_3_VERSION) {
+		e->n--; /* this connection brings its own successor */
+		return sess;
+	}
+	SSL_SESSION_up_ref(sess);
+	return sess;
 }
 
 bool kg_up_sends_no_tickets(struct kg_conn *c)
 {
-	struct kg_up_slot *s = cache_slot(c, false);
+	struct kg_up_entry *e = cache_entry(c, false);
 
-	return s && slot_is_for(s, c) && s->no_tickets;
+	/* session_cache: 0 keeps no ticket: nothing to wait for either. */
+	return c->up->spec->session_cache == 0 || (e && e->no_tickets);
 }
 
 void kg_up_note_no_tickets(struct kg_conn *c)
 {
-	struct kg_up_slot *s = cache_slot(c, true);
+	struct kg_up_entry *e = cache_entry(c, true);
 
-	if (!s)
-		return;
-	if (!slot_is_for(s, c)) {
-		SSL_SESSION_free(s->sess);
-		s->sess = NULL;
-	}
-	slot_claim(s, c);
-	s->no_tickets = true;
+	if (e)
+		e->no_tickets = true;
 }
 
 /* Called after every read from the backend: a TLS 1.3 ticket arrives after
@@ -110,26 +143,25 @@ void kg_up_note_no_tickets(struct kg_conn *c)
 void kg_up_keep_session(struct kg_conn *c)
 {
 	SSL_SESSION *sess = c->ussl ? SSL_get0_session(c->ussl) : NULL;
-	struct kg_up_slot *s;
+	struct kg_up_entry *e;
 
-	if (!sess || !SSL_SESSION_is_resumable(sess))
+	if (!sess || sess == c->up_kept || !SSL_SESSION_is_resumable(sess))
 		return;
-	s = cache_slot(c, true);
-	if (!s || (slot_matches(s, c) && s->sess == sess))
+	e = cache_entry(c, true);
+	if (!e)
 		return;
-	SSL_SESSION_free(s->sess);
-	SSL_SESSION_up_ref(sess);
-	s->sess = sess;
-	slot_claim(s, c);
-	s->no_tickets = false;
+	entry_push(e, sess);
+	e->no_tickets = false;
+	c->up_kept = sess;
 }
 
 void kg_up_cache_free(struct kg_worker *w)
 {
 	if (!w->up_cache)
 		return;
-	for (size_t i = 0; i < KG_UP_CACHE_SLOTS; i++)
-		SSL_SESSION_free(w->up_cache->slot[i].sess);
+	for (unsigned i = 0; i < w->up_cache->n; i++)
+		entry_clear(&w->up_cache->e[i]);
+	free(w->up_cache->e);
 	free(w->up_cache);
 	w->up_cache = NULL;
 }
@@ -166,25 +198,19 @@ static void up_msg_cb(int write_p, int version, int content_type, const void *bu
 		c->up_ticket_seen = true;
 }
 
-/* The result= strings are static: the access log keeps the pointer. */
+/* The result= strings are static: the access log keeps the pointer. An
+ * X509 error the upstream table lacks is a bad certificate. */
 static const char *upstream_reason(const char *base)
 {
-	static const char *const known[] = {
-		"upstream_unknown_ca", "upstream_certificate_expired",
-		"upstream_certificate_not_yet_valid", "upstream_certificate_revoked",
-		"upstream_bad_signature", "upstream_bad_purpose", "upstream_chain_too_long",
-		"upstream_crl_missing", "upstream_crl_stale", "upstream_bad_certificate",
-	};
+	enum kg_up_refusal r = kg_up_refusal_of(base);
 
-	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-		if (strcmp(known[i] + strlen("upstream_"), base) == 0)
-			return known[i];
-	return "upstream_bad_certificate";
+	return r == KG_UP_REFUSED_handshake_failed ? kg_up_results[KG_UP_REFUSED_bad_certificate]
+						    : kg_up_results[r];
 }
 
 static bool have_client_cert(const struct kg_conn *c)
 {
-	return c->route->site->up->id.leaf != NULL;
+	return c->up->id.leaf != NULL;
 }
 
 static const char *reason_of_alert(struct kg_conn *c, unsigned long e)
@@ -223,7 +249,7 @@ static const char *classify(struct kg_conn *c)
 	case X509_V_ERR_HOSTNAME_MISMATCH:
 	case X509_V_ERR_IP_ADDRESS_MISMATCH:
 		kg_peer_setf(c, KG_PEER_DETAIL, "backend certificate does not name %s",
-			     c->route->site->up->spec->verify_name);
+			     c->up->spec->verify_name);
 		return "upstream_name_mismatch";
 	default:
 		return upstream_reason(kg_hs_verify_reason(c->up_verify_err));
@@ -241,7 +267,8 @@ const char *kg_up_late_reason(struct kg_conn *c)
 
 /* ---- the handshake ---- */
 
-void kg_up_refuse_ktls(struct kg_conn *c, const char *reason)
+/* One line and one count per failed backend attempt. */
+static void log_refusal(struct kg_conn *c, const char *reason)
 {
 	struct kg_field f[] = {
 		KG_S("backend", kg_peer_get(c, KG_PEER_BACKEND)),
@@ -252,13 +279,42 @@ void kg_up_refuse_ktls(struct kg_conn *c, const char *reason)
 	};
 
 	kg_log_event(KG_LOG_WARN, "upstream_refused", f, KG_NFIELDS(f));
+	kg_up_count_refusal(c->w, reason);
+}
+
+void kg_up_count_refusal(struct kg_worker *w, const char *reason)
+{
+	w->stats.upstream_refused++;
+	w->stats.upstream_refused_by[kg_up_refusal_of(reason)]++;
+}
+
+void kg_up_refuse_ktls(struct kg_conn *c, const char *reason)
+{
+	log_refusal(c, reason);
 	c->result = reason;
-	c->w->stats.upstream_refused++;
+}
+
+/* Forgets the failed attempt's TLS state: the next backend starts afresh. */
+void kg_up_reset(struct kg_conn *c)
+{
+	kg_ktls_up_free(c);
+	SSL_free(c->ussl); /* frees the BIOs too */
+	c->ussl = NULL;
+	c->urbio = c->uwbio = NULL;
+	c->up = NULL;
+	c->up_kept = NULL;
+	c->up_verify_err = 0;
+	c->up_cert_asked = c->up_ticket_seen = false;
+	c->bout.off = c->bout.len = 0;
 }
 
 void kg_up_refuse(struct kg_conn *c, const char *reason)
 {
-	kg_up_refuse_ktls(c, reason);
+	log_refusal(c, reason);
+	/* Nothing of the client's reached this backend yet: try the next. */
+	if (c->state == KG_CS_UPSTREAM && kg_backend_retry(c))
+		return;
+	c->result = reason;
 	/* The client did nothing wrong: close_notify, then FIN. */
 	if (c->ssl) {
 		ERR_clear_error();
@@ -334,13 +390,10 @@ static int set_verify_name(SSL *ssl, const char *name)
 
 void kg_up_start(struct kg_conn *c)
 {
-	const struct kg_upstream *up = c->route->site->up;
-	const struct kg_auth_spec *auth = c->route->site->auth;
-	struct kg_up_slot *s;
+	SSL_SESSION *sess;
 
 	pthread_once(&up_ex_once, make_up_ex_index);
-	c->up_backend = (c->backend_idx + c->backend_tries) % auth->nbackends;
-	c->ussl = SSL_new(up->ctx);
+	c->ussl = SSL_new(c->up->ctx);
 	c->urbio = BIO_new(BIO_s_mem());
 	c->uwbio = BIO_new(BIO_s_mem());
 	if (!c->ussl || !c->urbio || !c->uwbio) {
@@ -361,20 +414,14 @@ void kg_up_start(struct kg_conn *c)
 	}
 	SSL_set_msg_callback(c->ussl, up_msg_cb); /* after kg_ktls_up_new's own */
 	SSL_set_msg_callback_arg(c->ussl, c);
-	if (set_verify_name(c->ussl, up->spec->verify_name) < 0) {
+	if (set_verify_name(c->ussl, c->up->spec->verify_name) < 0) {
 		ERR_clear_error();
 		kg_conn_close(c, "out_of_memory");
 		return;
 	}
-	s = cache_slot(c, false);
-	if (s && slot_matches(s, c)) {
-		SSL_set_session(c->ussl, s->sess);
-		/* TLS 1.3 tickets are for one use (RFC 8446 C.4): this
-		 * connection brings its own successor. */
-		if (SSL_SESSION_get_protocol_version(s->sess) == TLS1_3_VERSION) {
-			SSL_SESSION_free(s->sess);
-			s->sess = NULL;
-		}
+	if ((sess = cache_take(c))) {
+		SSL_set_session(c->ussl, sess);
+		SSL_SESSION_free(sess);
 	}
 	c->state = KG_CS_UPSTREAM;
 	kg_conn_touch(c, c->gen->cfg.handshake_timeout_ms);

@@ -16,66 +16,23 @@ import tlsclient
 from conftest import BIN, Backend, ROOT, free_port
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "pki"))
-import gen_pki  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
+import upstream_pki  # noqa: E402
 
 MIB = 1 << 20
-SERVER = [ExtendedKeyUsageOID.SERVER_AUTH]
 
 
 @pytest.fixture(scope="module")
 def upki(tmp_path_factory):
-    """The upstream's own PKI: a root that signs the upstream's server
-    certificates and ktlsgate's client certificate; another root for the
-    unknown-CA case."""
-    d = str(tmp_path_factory.mktemp("upki"))
-    out = gen_pki.Out(d)
-    root_key = gen_pki.ec_key()
-    root = gen_pki.build(gen_pki.name("upstream root CA", "upstream"), root_key, None, None,
-                         ca=True)
-    out.cert("up-root.crt", root)
-    other_key = gen_pki.ec_key()
-    other = gen_pki.build(gen_pki.name("stranger root CA", "elsewhere"), other_key, None, None,
-                          ca=True)
-
-    def server(fname, cn, issuer=root, issuer_key=root_key, **kw):
-        key = gen_pki.ec_key()
-        cert = gen_pki.build(gen_pki.name(cn, "upstream"), key, issuer, issuer_key, eku=SERVER,
-                             sans=(x509.DNSName(cn),), **kw)
-        out.cert(f"{fname}.crt", cert)
-        out.key(f"{fname}.key", key)
-        return cert
-
-    server("api", "api.internal")
-    revoked = server("revoked", "api.internal")
-    out.crl("up-root.crl", root, root_key, revoked=(revoked.serial_number,))
-    server("wrong-name", "other.internal")
-    server("unknown-ca", "api.internal", other, other_key)
-    server("expired", "api.internal", not_before=gen_pki.NOW - 40 * gen_pki.DAY,
-           not_after=gen_pki.NOW - gen_pki.DAY)
-    # ktlsgate's client certificate, issued by the upstream's root.
-    kg = gen_pki.client_leaf(out, "kg-client", "ktlsgate.gateway", root, root_key)
-    with open(f"{d}/kg-client.key", "rb") as f:
-        kg_key = serialization.load_pem_private_key(f.read(), None)
-    out.pkcs12("kg-client.p12", kg_key, kg, [], b"upstream secret")
-    with open(f"{d}/kg-pass.txt", "w") as f:
-        f.write("upstream secret\n")
-    return d
+    """The backends' own PKIs (tests/pki/upstream_pki.py)."""
+    return upstream_pki.make(str(tmp_path_factory.mktemp("upki")))
 
 
 class Upstream(Backend):
-    """A TLS server that requires a client certificate from upki's root."""
+    """A TLS server that requires a client certificate from upki's root (or
+    ca); ctx: share another Upstream's context (and so its ticket keys)."""
 
-    def __init__(self, upki, inner, cert="api", version=None):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(f"{upki}/{cert}.crt", f"{upki}/{cert}.key")
-        ctx.load_verify_locations(f"{upki}/up-root.crt")
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        if version:
-            ctx.minimum_version = ctx.maximum_version = version
-        self.ctx = ctx
+    def __init__(self, upki, inner, cert="api", version=None, ca="up-root", ctx=None):
+        self.ctx = ctx or upstream_pki.server_context(upki, cert, ca, version)
         self.inner = inner
         self.resumed = []
         self.errors = []
@@ -288,7 +245,9 @@ def test_resumption_towards_the_upstream(pki, upki, upstream, start_config, vers
     assert [("upstream_resumed=1" in l) for l in lines] == [False, True, True, True], lines
     assert up.resumed == [False, True, True, True]
     stats = d.ctl("show stats")
-    assert stats["total"]["upstream"] == {"handshakes": 4, "resumed": 3, "refused": 0}, stats
+    upstream = stats["total"]["upstream"]
+    assert (upstream["handshakes"], upstream["resumed"], upstream["refused"]) == (4, 3, 0), stats
+    assert not any(upstream["refusals"].values()), upstream
 
 
 def test_proxy_v2_inside_the_upstream_tls(pki, upki, upstream, start_config):
@@ -476,3 +435,333 @@ def test_backend_tls_never_takes_the_dpdk_engine(pki, upki, upstream, start_conf
     assert total["relay_dpdk"] == 0 and total["dpdk"]["connections"] == 0, total
     assert total["dpdk"]["fallbacks"] == (1 if engine == "dpdk" else 0), total["dpdk"]
     assert total["upstream"]["handshakes"] == 1, total["upstream"]
+
+
+# ---- per-backend tls blocks, failover, per-backend sessions, refusal counters ----
+
+MULTI = """global:
+  workers: 1
+  timeouts: {{ handshake: 2s }}
+listeners:
+  - listen: "127.0.0.1:{port}"
+    identities: [{{ cert: {pki}/server-ecdsa-chain.crt, key: {pki}/server-ecdsa.key }}]
+    client_ca: {pki}/client-ca.pem
+    backends:
+{backends}{backend_tls}"""
+
+
+def tls_lines(upki, client="kg-client", ca="up-root", name="api.internal", extra=()):
+    """A tls block's keys: ktlsgate's client certificate, the CA, the name."""
+    return [f"client_cert: {upki}/{client}.crt", f"client_key: {upki}/{client}.key",
+            f"ca: {upki}/{ca}.crt", f"verify_name: {name}", *extra]
+
+
+def entry(addr, tls=None):
+    """One backends item: tls None inherits backend_tls, False is plain."""
+    text = f'      - address: "{addr}"\n'
+    if tls is False:
+        return text + "        tls: false\n"
+    if tls:
+        text += "        tls:\n" + "".join(f"          {line}\n" for line in tls)
+    return text
+
+
+def listener_tls(upki, **kw):
+    return "    backend_tls:\n" + "".join(f"      {line}\n" for line in tls_lines(upki, **kw))
+
+
+def start_multi(start_config, backends, backend_tls=""):
+    d, port, _ = start_config(MULTI, backends="".join(backends), backend_tls=backend_tls)
+    return d, port
+
+
+def backend_of(line):
+    return line.split(" backend=")[1].split()[0]
+
+
+def cn(peer):
+    return dict(x[0] for x in peer["subject"])["commonName"]
+
+
+def upstream_counts(d):
+    """show stats' upstream refusals and the metrics' per-reason counters."""
+    up = d.ctl("show stats")["total"]["upstream"]
+    metrics = {}
+    for line in d.ctl("metrics")["text"].splitlines():
+        if line.startswith("ktlsgate_upstream_refused_total{reason="):
+            reason, n = line[len('ktlsgate_upstream_refused_total{reason="'):].split('"} ')
+            metrics[reason] = int(n)
+    return up, metrics
+
+
+def assert_refusals(d, **want):
+    """Exactly these reasons counted, in show stats and in the metrics."""
+    up, metrics = upstream_counts(d)
+    got = {k: v for k, v in up["refusals"].items() if v}
+    assert got == want, up
+    assert {k: v for k, v in metrics.items() if v} == want, metrics
+    assert set(metrics) == set(up["refusals"]), metrics  # one label per reason, zero or not
+    assert up["refused"] == sum(want.values()), up
+
+
+def test_two_backends_each_verified_with_its_own_pki(pki, upki, upstream, start_config):
+    """The api backend's block names its client identity as PKCS#12, the db
+    backend's as PEM: each block is a whole backend_tls."""
+    api = upstream()
+    db = upstream(cert="db", ca="db-root")
+    p12 = [f"pkcs12: {upki}/kg-client.p12", f"passphrase_file: {upki}/kg-pass.txt",
+           f"ca: {upki}/up-root.crt", "verify_name: api.internal"]
+    d, port = start_multi(start_config, [
+        entry(api.addr, p12),
+        entry(db.addr, tls_lines(upki, "kg-db-client", "db-root", "db.internal"))])
+    for _ in range(4):
+        assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
+    lines = d.wait_access(4)
+    assert all("result=ok" in l and "upstream_tls=TLSv1.3" in l for l in lines), lines
+    assert sorted(backend_of(l) for l in lines) == sorted([api.addr, db.addr] * 2), lines
+    # Each backend saw the client certificate of its own PKI.
+    assert [cn(p) for p in api.peers] == ["ktlsgate.gateway"] * 2
+    assert [cn(p) for p in db.peers] == ["ktlsgate.db-client"] * 2
+    assert_refusals(d)
+
+
+def test_swapped_backend_cas_refuse_with_the_reason(pki, upki, upstream, start_config):
+    """Each backend's certificate checked against the other's CA: both
+    attempts fail as unknown_ca, logged per backend, and the client is told."""
+    api = upstream()
+    db = upstream(cert="db", ca="db-root")
+    d, port = start_multi(start_config, [
+        entry(api.addr, tls_lines(upki, ca="db-root")),
+        entry(db.addr, tls_lines(upki, "kg-db-client", "up-root", "db.internal"))])
+    assert refused_client(pki, port) == b""
+    line = access(d)
+    assert "result=upstream_unknown_ca" in line, line
+    for up in (api, db):
+        assert d.wait_log(rf"upstream_refused backend={up.addr} reason=upstream_unknown_ca "
+                          r'detail="backend certificate: ')
+    assert_refusals(d, unknown_ca=2)
+    assert api.peers == [] and db.peers == []  # no relayed byte reached either
+
+
+def test_failover_uses_the_next_backends_own_tls(pki, upki, upstream, start_config):
+    """The first backend (inheriting backend_tls) names the wrong host; the
+    second has a tls block of its own (another PKI): the client is served
+    by the second, verified with the second's CA and client certificate."""
+    wrong = upstream(cert="wrong-name")
+    db = upstream(cert="db", ca="db-root")
+    d, port = start_multi(start_config, [
+        entry(wrong.addr),
+        entry(db.addr, tls_lines(upki, "kg-db-client", "db-root", "db.internal"))],
+        listener_tls(upki))
+    for _ in range(2):  # round robin: the first starts at the wrong one, the second not
+        ok, _ = tlsclient.echo_transfer(tlsclient.context(pki), port, 100000)
+        assert ok
+    lines = d.wait_access(2)
+    assert all("result=ok" in l and backend_of(l) == db.addr for l in lines), lines
+    assert "backend certificate does not name" not in lines[0]  # the failed attempt's detail is its own line
+    refusal = d.wait_log(r"upstream_refused .*").group(0)
+    assert f"backend={wrong.addr}" in refusal and "reason=upstream_name_mismatch" in refusal
+    assert [cn(p) for p in db.peers] == ["ktlsgate.db-client"] * 2
+    assert_refusals(d, name_mismatch=1)
+    assert d.ctl("show stats")["total"]["upstream"]["handshakes"] == 2
+
+
+def test_failover_after_a_backend_handshake_timeout(pki, upki, upstream, start_config):
+    """A backend that never answers the ClientHello costs timeouts.handshake,
+    then the next backend serves the client."""
+    silent = Backend(lambda b, c: c.recv(1 << 16) and threading.Event().wait(5))
+    try:
+        good = upstream()
+        d, port = start_multi(start_config, [entry(silent.addr), entry(good.addr)],
+                              listener_tls(upki))
+        assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
+        line = access(d)
+        assert "result=ok" in line and backend_of(line) == good.addr, line
+        assert_refusals(d, handshake_timeout=1)
+    finally:
+        silent.close()
+
+
+def test_tls_false_backend_is_plain_beside_a_tls_one(pki, upki, upstream, echo_backend,
+                                                     start_config):
+    up = upstream()
+    d, port = start_multi(start_config, [entry(echo_backend.addr, False), entry(up.addr)],
+                          listener_tls(upki))
+    for _ in range(2):
+        assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
+    lines = d.wait_access(2)
+    by = {backend_of(l): l for l in lines}
+    assert "upstream_tls=TLSv1.3" in by[up.addr], lines
+    assert "upstream_tls=TLSv" not in by[echo_backend.addr], lines
+    started = d.wait_log(r" start .*").group(0)
+    assert f"backends={echo_backend.addr},{up.addr}(tls)" in started, started
+    # show conns names each live connection's backend and its TLS version.
+    held = [tlsclient.connect(tlsclient.context(pki), port) for _ in range(2)]
+    try:
+        for s in held:
+            s.sendall(b"ping")
+            assert s.recv(4) == b"ping"
+        conns = {c["backend"]: c["upstream_tls"] for c in d.ctl("show conns")["conns"]}
+        assert conns == {echo_backend.addr: None, up.addr: "TLSv1.3"}, conns
+    finally:
+        for s in held:
+            s.close()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                         ids=["up-tls12", "up-tls13"])
+def test_sessions_are_kept_per_backend(pki, upki, upstream, start_config, version):
+    """Two backends share one server context (the same ticket keys and
+    session cache): a session offered across backends would be accepted, so
+    a first handshake with either that resumes would show a crossing."""
+    a = upstream(version=version)
+    b = upstream(version=version, ctx=a.ctx)
+    d, port = start_multi(start_config, [entry(a.addr), entry(b.addr)], listener_tls(upki))
+    for _ in range(6):
+        assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
+    assert a.resumed == [False, True, True] and b.resumed == [False, True, True]
+    lines = d.wait_access(6)
+    for up in (a, b):
+        mine = [("upstream_resumed=1" in l) for l in lines if backend_of(l) == up.addr]
+        assert mine == [False, True, True], lines
+    up = d.ctl("show stats")["total"]["upstream"]
+    assert (up["handshakes"], up["resumed"]) == (6, 4), up
+
+
+def test_session_cache_size_per_backend(pki, upki, upstream, start_config):
+    """session_cache: 0 in one backend's tls block turns resumption off for
+    that backend only; the other keeps the default."""
+    off = upstream()
+    on = upstream()
+    d, port = start_multi(start_config, [
+        entry(off.addr, tls_lines(upki, extra=["session_cache: 0"])), entry(on.addr)],
+        listener_tls(upki))
+    for _ in range(6):
+        assert tlsclient.echo_transfer(tlsclient.context(pki), port, 1000)[0]
+    assert off.resumed == [False, False, False]
+    assert on.resumed == [False, True, True]
+
+
+def counted_case(name, upki, upstream):
+    """(backend address, extra listener tls lines, expected reason, cleanup)."""
+    if name == "connect_error":
+        return f"127.0.0.1:{free_port()}", (), None
+    if name == "handshake_failed":
+        closer = Backend(lambda b, c: c.close())
+        return closer.addr, (), closer.close
+    if name == "handshake_timeout":
+        silent = Backend(lambda b, c: c.recv(1 << 16) and threading.Event().wait(5))
+        return silent.addr, (), silent.close
+    if name == "client_cert_rejected":  # a TLS 1.2 backend that trusts another root
+        return upstream(version=ssl.TLSVersion.TLSv1_2, ca="db-root").addr, (), None
+    if name == "certificate_revoked":
+        return upstream(cert="revoked").addr, (f"crl: {upki}/up-root.crl",), None
+    if name == "no_client_cert":
+        return upstream().addr, None, None
+    certs = {"name_mismatch": "wrong-name", "unknown_ca": "unknown-ca",
+             "certificate_expired": "expired"}
+    return upstream(cert=certs[name]).addr, (), None
+
+
+@pytest.mark.parametrize("reason", [
+    "name_mismatch", "unknown_ca", "certificate_expired", "certificate_revoked",
+    "no_client_cert", "client_cert_rejected", "handshake_failed", "handshake_timeout",
+    "connect_error"])
+def test_each_upstream_refusal_counted_under_its_reason(pki, upki, upstream, start_config,
+                                                        reason):
+    addr, extra, cleanup = counted_case(reason, upki, upstream)
+    try:
+        if extra is None:  # no client certificate at all
+            tls = ["backend_tls:", f"  ca: {upki}/up-root.crt", "  verify_name: api.internal"]
+            block = "".join(f"    {line}\n" for line in tls)
+        else:
+            block = listener_tls(upki, extra=extra)
+        d, port = start_multi(start_config, [entry(addr)], block)
+        assert refused_client(pki, port) == b""
+        line = access(d)
+        want = "backend_unavailable" if reason == "connect_error" else f"upstream_{reason}"
+        assert f"result={want}" in line, line
+        assert_refusals(d, **{reason: 1})
+    finally:
+        if cleanup:
+            cleanup()
+
+
+BAD_BACKENDS = """listeners:
+  - listen: "127.0.0.1:8443"
+    identities: [{{ cert: {pki}/server-ecdsa-chain.crt, key: {pki}/server-ecdsa.key }}]
+    client_ca: {pki}/client-ca.pem
+    backends:
+      - "127.0.0.1:9"
+{item}"""
+
+
+def position(text, marker):
+    """LINE:COL of marker's first character in text (1-based, as ktlsgate says)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if marker in line:
+            return f"{n}:{line.index(marker) + 1}"
+    raise AssertionError(f"{marker!r} not in the text")
+
+
+ADDR = '      - address: "127.0.0.1:10"\n'
+
+
+@pytest.mark.parametrize("item,marker,message", [
+    (ADDR + "        tls:\n          verify_name: api.internal\n", "verify_name: api",
+     "ca: required: the CA the backend's certificate must chain to"),
+    (ADDR + "        tls: {{ ca: {upki}/up-root.crt }}\n", "{{ ca:", "verify_name: required"),
+    (ADDR + "        tls: true\n", "true",
+     "tls: expected a mapping (this backend's TLS settings) or false, got a boolean"),
+    (ADDR + "        tls: {{ ca: {upki}/up-root.crt, verify_nam: x }}\n", "verify_nam:",
+     "verify_nam: unknown key, did you mean 'verify_name'?"),
+    ("      - tls: false\n", "tls: false", "address: required: where the backend listens"),
+    ('      - address: "nowhere"\n', '"nowhere"', "address: 'nowhere':"),
+    (ADDR + "        tls: {{ ca: {upki}/up-root.crt, verify_name: a, session_cache: 5000 }}\n",
+     "5000", "session_cache: must be from 0 to 4096"),
+    (ADDR + "        tls: {{ ca: {upki}/up-root.crt, verify_name: a, "
+     "client_key: {upki}/kg-client.key }}\n", "{upki}/kg-client.key",
+     "client_key: given without client_cert"),
+    (ADDR + "        tls: {{ ca: /nonexistent/ca.pem, verify_name: a }}\n", "/nonexistent",
+     "ca: /nonexistent/ca.pem: No such file or directory"),
+    (ADDR + "        port: 3\n", "port: 3", "port: unknown key"),
+], ids=["no-ca", "no-verify-name", "tls-true", "typo", "no-address", "bad-address",
+        "session-cache-range", "key-without-cert", "missing-ca-file", "unknown-key"])
+def test_bad_per_backend_tls_is_a_config_error(pki, upki, tmp_path, item, marker, message):
+    path = tmp_path / "bad.yaml"
+    text = BAD_BACKENDS.format(pki=pki, item=item.format(upki=upki))
+    path.write_text(text)
+    out = subprocess.run([BIN, "--check", "--config", str(path)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2, out.stderr
+    assert f"{path}:{position(text, marker.format(upki=upki))}: {message}" in out.stderr, \
+        out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+@pytest.mark.parametrize("backends,message", [
+    ('      - address: "{up}"\n        tls: false\n',
+     ":6:14: tls: must not be false with listen_tls: false"),
+    ('      - "{up}"\n', ":2:5: backend_tls: required with listen_tls: false"),
+])
+def test_plain_listener_needs_tls_on_every_backend(upki, tmp_path, backends, message):
+    text = ('listeners:\n  - listen: "127.0.0.1:8080"\n    listen_tls: false\n    backends:\n'
+            + backends.format(up="127.0.0.1:9")
+            + '      - address: "127.0.0.1:10"\n        tls: {{ ca: {upki}/up-root.crt, '
+              'verify_name: api.internal }}\n')
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.format(upki=upki))
+    out = subprocess.run([BIN, "--check", "--config", str(path)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+def test_plain_listener_with_tls_on_every_backend(upki, upstream, start_config):
+    up = upstream(tls_http)
+    text = ('global:\n  workers: 1\nlisteners:\n  - listen: "127.0.0.1:{port}"\n'
+            '    listen_tls: false\n    backends:\n{backends}')
+    d, port, _ = start_config(text, backends=entry(up.addr, tls_lines(upki)))
+    out = subprocess.run(["curl", "-sS", "--max-time", "10", f"http://127.0.0.1:{port}/x"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.stdout == "hello egress", out.stderr
+    assert "result=ok" in access(d) and "upstream_tls=TLSv1.3" in access(d)

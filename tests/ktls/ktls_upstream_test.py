@@ -25,8 +25,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "pki"))
 import ktls_daemon_test as kt  # noqa: E402  (check, tls_stat, transfer helpers)
 import gen_pki  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
+import upstream_pki  # noqa: E402
 
 MIB = 1 << 20
 TOTAL = int(os.environ.get("KTLS_TEST_MIB", "64")) * MIB
@@ -34,28 +33,12 @@ TOTAL = int(os.environ.get("KTLS_TEST_MIB", "64")) * MIB
 
 def make_pki(d):
     gen_pki.main(d)  # the client side: root-ca.crt, client-chain.crt, server-ecdsa-*
-    out = gen_pki.Out(d)
-    root_key = gen_pki.ec_key()
-    root = gen_pki.build(gen_pki.name("upstream root CA", "upstream"), root_key, None, None,
-                         ca=True)
-    out.cert("up-root.crt", root)
-    key = gen_pki.ec_key()
-    out.cert("api.crt", gen_pki.build(gen_pki.name("api.internal", "upstream"), key, root,
-                                      root_key, eku=[ExtendedKeyUsageOID.SERVER_AUTH],
-                                      sans=(x509.DNSName("api.internal"),)))
-    out.key("api.key", key)
-    gen_pki.client_leaf(out, "kg-client", "ktlsgate.gateway", root, root_key)
+    upstream_pki.make(d)  # the upstream's: up-root.crt, api.*, kg-client.*
 
 
 class Upstream:
-    def __init__(self, pki, version=None, require_cert=True):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(f"{pki}/api.crt", f"{pki}/api.key")
-        ctx.load_verify_locations(f"{pki}/up-root.crt")
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        if version:
-            ctx.minimum_version = ctx.maximum_version = version
-        self.ctx = ctx
+    def __init__(self, pki, version=None):
+        self.ctx = upstream_pki.server_context(pki, version=version)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -112,6 +95,16 @@ listeners:
     client_ca: {pki}/client-ca.pem
     backends: "127.0.0.1:{up}"
     backend_tls: {{ ca: {pki}/up-root.crt, verify_name: api.internal }}
+  - listen: "127.0.0.1:{perbe}"
+    identities: [{{ cert: {pki}/server-ecdsa-chain.crt, key: {pki}/server-ecdsa.key }}]
+    client_ca: {pki}/client-ca.pem
+    backends:
+      - address: "127.0.0.1:{up}"
+        tls: {{ client_cert: {pki}/kg-client.crt, client_key: {pki}/kg-client.key,
+               ca: {pki}/up-root.crt, verify_name: other.internal }}
+      - address: "127.0.0.1:{up}"
+        tls: {{ client_cert: {pki}/kg-client.crt, client_key: {pki}/kg-client.key,
+               ca: {pki}/up-root.crt, verify_name: api.internal, session_cache: 0 }}
 """
 
 
@@ -164,11 +157,12 @@ def run(pki, work):
     ups = {v: Upstream(pki, v) for v in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2)}
     naccess = 0
     for version, up in ups.items():
-        port, egress, nocert = kt.free_port(), kt.free_port(), kt.free_port()
+        port, egress, nocert, perbe = (kt.free_port() for _ in range(4))
         log_path = f"{work}/ktlsgate-{version.name}.log"
         cfg = f"{work}/ktlsgate-{version.name}.yaml"
         with open(cfg, "w") as f:
-            f.write(CONFIG.format(pki=pki, port=port, up=up.port, egress=egress, nocert=nocert))
+            f.write(CONFIG.format(pki=pki, port=port, up=up.port, egress=egress, nocert=nocert,
+                                  perbe=perbe))
         log = open(log_path, "w")
         d = subprocess.Popen([kt.BIN, "--config", cfg], stderr=log)
         try:
@@ -221,7 +215,23 @@ def run(pki, work):
             last = wait_access(log_path, 5)[-1]
             kt.check(got == b"" and "result=upstream_no_client_cert" in last,
                      f"{name}: upstream wants a certificate we lack: {got!r} {last[-300:]}")
-            naccess += 5
+
+            # Per-backend tls blocks: the first names the wrong host, the
+            # second (session_cache: 0) serves; one of two consecutive
+            # clients starts at the first and fails over. Both relay on kTLS.
+            before = kt.tls_stat()
+            oks = [kt.transfer(client_ctx(pki), perbe, 1 * MIB)[0] for _ in range(2)]
+            after = kt.tls_stat()
+            lines = wait_access(log_path, 7)[-2:]
+            kt.check(all(oks) and all("path=ktls" in l and "result=ok" in l and
+                                      "upstream_resumed=0" in l for l in lines),
+                     f"{name}: per-backend tls, failover, kTLS both sockets: {lines}")
+            kt.check(after["TlsTxSw"] - before["TlsTxSw"] == 4 and
+                     after["TlsRxSw"] - before["TlsRxSw"] == 4,
+                     f"{name}: per-backend tls: kTLS TX and RX on both sockets, twice")
+            kt.check(open(log_path).read().count("reason=upstream_name_mismatch") == 1,
+                     f"{name}: exactly one failed attempt (name mismatch) before failover")
+            naccess += 7
         finally:
             d.terminate()
             try:

@@ -574,7 +574,7 @@ static void test_backend_tls(void)
 #undef BT
 #define PL "listeners:\n  - listen: \"127.0.0.1:8080\"\n    listen_tls: false\n" \
 	   "    backends: \"10.0.0.1:443\"\n"
-	ERR(PL, "2:5: backend_tls: required with listen_tls: false");
+	ERR(PL, "2:5: backend_tls: required with listen_tls: false (or a tls block on every backend)");
 	ERR(PL "    client_ca: ca.pem\n", "5:16: client_ca: not used with listen_tls: false");
 	ERR(PL "    client_auth: required\n", "5:18: client_auth: must be none with listen_tls: false");
 	ERR(PL "    identities: [{ cert: c.pem, key: c.key }]\n",
@@ -582,6 +582,54 @@ static void test_backend_tls(void)
 	ERR("listeners:\n  - listen: \"127.0.0.1:8080\"\n    listen_tls: no\n",
 	    "3:17: listen_tls: expected true or false, got 'no'");
 #undef PL
+}
+
+/* backends items as mappings: a tls block of their own (deep-copied into
+ * sites), tls: false, inheritance through kg_backend_tls_of, session_cache. */
+static void test_backend_items(void)
+{
+	struct kg_config c;
+	char err[512];
+	const struct kg_auth_spec *a, *s;
+
+	CHECK(load("listeners:\n"
+		   "  - listen: \"127.0.0.1:8443\"\n"
+		   "    identities: [{ cert: s.pem, key: s.key }]\n"
+		   "    client_ca: ca.pem\n"
+		   "    backend_tls: { ca: up.pem, verify_name: api, session_cache: 8 }\n"
+		   "    backends:\n"
+		   "      - \"10.0.0.5:443\"\n"
+		   "      - address: \"10.0.0.7:443\"\n"
+		   "        tls: { client_cert: c, client_key: k, ca: db.pem, verify_name: db,\n"
+		   "               session_cache: 0 }\n"
+		   "      - { address: \"unix:/run/x.sock\", tls: false }\n"
+		   "    sites:\n"
+		   "      - names: a.example\n",
+		   &c, err, sizeof(err)) == 0);
+	if (err[0]) {
+		fprintf(stderr, "backend items: %s\n", err);
+		t_failures++;
+		kg_config_free(&c);
+		return;
+	}
+	a = &c.listeners[0].auth;
+	CHECK(a->nbackends == 3);
+	CHECK_STR(a->backends[1].addr.text, "10.0.0.7:443");
+	CHECK(a->backends[1].at.line == 8);
+	CHECK(kg_backend_tls_of(a, 0) == a->backend_tls && a->backend_tls->session_cache == 8);
+	CHECK(kg_backend_tls_of(a, 1) == a->backends[1].tls);
+	CHECK(a->backends[1].tls && strcmp(a->backends[1].tls->verify_name, "db") == 0 &&
+	      a->backends[1].tls->session_cache == 0);
+	CHECK(a->backends[2].plain && kg_backend_tls_of(a, 2) == NULL);
+	s = &c.listeners[0].sites[0].auth;
+	CHECK(s->nbackends == 3 && s->backends[1].tls && s->backends[1].tls != a->backends[1].tls);
+	CHECK(s->backends[1].tls && strcmp(s->backends[1].tls->id.cert.path, "c") == 0);
+	CHECK(s->backends[2].plain);
+	kg_config_free(&c);
+
+	CHECK(load(L1 "    backend_tls: { ca: up.pem, verify_name: api }\n", &c, err, sizeof(err)) == 0);
+	CHECK(err[0] || c.listeners[0].auth.backend_tls->session_cache == KG_UP_SESSION_CACHE_DEFAULT);
+	kg_config_free(&c);
 }
 
 static void test_missing_file(void)
@@ -612,6 +660,7 @@ int main(int argc, char **argv)
 	test_defaults();
 	test_errors();
 	test_backend_tls();
+	test_backend_items();
 	test_missing_file();
 	test_record_engine();
 	unlink(path);
