@@ -158,6 +158,8 @@ struct kg_config {
 	enum kg_ktls_mode ktls;
 	enum kg_record_engine record_engine;
 	char *dpdk_vdevs;   /* EAL --vdev list, comma-separated; NULL: crypto_aesni_mb */
+	unsigned dpdk_memory_mb;   /* EAL -m (no hugepages): pools and DMA-safe buffers */
+	unsigned dpdk_queue_depth; /* descriptors per cryptodev queue pair */
 	struct kg_where record_engine_at;
 	unsigned max_conns; /* per worker */
 	unsigned max_conns_per_source; /* live connections per client IP, whole process; 0: no cap */
