@@ -25,7 +25,6 @@
 #define KG_DP_SLOT (5 + 8 + KG_DP_PT_MAX + 1 + 16)
 #define KG_DP_CTRL_OFF (KG_DP_SLOTS * KG_DP_SLOT) /* control records, after the slots */
 #define KG_DP_BATCH 64                  /* records per batch and direction */
-#define KG_DP_KEY_UPDATES_PER_S 8
 _Static_assert(KG_DP_CTRL_OFF + 64 <= KG_DP_BUF_SIZE, "tx slots and ctrl exceed a buffer");
 /* A waiting connection must always fit into an empty queue, both ways. */
 _Static_assert(KG_DP_MAX_PENDING >= 2 * KG_DP_BATCH, "crypto queue smaller than two batches");
@@ -59,8 +58,6 @@ struct kg_dpdk_conn {
 	uint32_t tx_ready;        /* backend bytes in the slots, not sealed yet */
 	uint8_t ctrl_pending, ctrl_sending, alert, alert_level;
 	bool waiting;             /* on the worker's waiting list */
-	uint64_t ku_window_ms;
-	unsigned ku_count;
 };
 
 static unsigned hdr_len(const struct kg_dpdk_conn *d)
@@ -122,18 +119,6 @@ void kg_dp_op_done(struct kg_worker *w, struct rte_crypto_op *op)
 			kg_conn_on_cqe(c, dir == DIR_RX ? KG_OP_CRYPTO_RX : KG_OP_CRYPTO_TX, 0, 0);
 	}
 	rte_crypto_op_free(op);
-}
-
-static void set_end(struct kg_conn *c, const char *end)
-{
-	if (!c->end)
-		c->end = end;
-}
-
-static void maybe_finish(struct kg_conn *c)
-{
-	if (c->cli_eof && c->be_shut_done && c->be_eof && c->cli_shut_done)
-		kg_conn_close(c, NULL);
 }
 
 static void shut(struct kg_conn *c, bool client)
@@ -311,7 +296,7 @@ static void fatal_at(struct kg_conn *c, uint8_t level, uint8_t alert, const char
 		     const char *detail)
 {
 	kg_peer_setf(c, KG_PEER_DETAIL, "%s", detail);
-	set_end(c, end);
+	kg_conn_set_end(c, end);
 	c->cli_eof = true;
 	queue_ctrl(c, CTRL_ALERT, alert, level);
 }
@@ -330,7 +315,7 @@ static void on_backend_recv(struct kg_conn *c, int res)
 	}
 	if (res == 0) {
 		c->be_eof = true;
-		set_end(c, "backend_eof");
+		kg_conn_set_end(c, "backend_eof");
 		queue_ctrl(c, CTRL_CLOSE_NOTIFY, 0, 1);
 		return;
 	}
@@ -471,27 +456,10 @@ static void rx_pump(struct kg_conn *c)
 static void client_done_sending(struct kg_conn *c, const char *end)
 {
 	c->cli_eof = true;
-	set_end(c, end);
+	kg_conn_set_end(c, end);
 	if (c->dp->to_be.len == 0 && !c->be_send_busy)
 		shut(c, false);
-	maybe_finish(c);
-}
-
-static bool key_update_flood(struct kg_conn *c)
-{
-	struct kg_dpdk_conn *d = c->dp;
-	uint64_t now = kg_now_ms();
-
-	if (now - d->ku_window_ms >= 1000) {
-		d->ku_window_ms = now;
-		d->ku_count = 0;
-	}
-	if (++d->ku_count <= KG_DP_KEY_UPDATES_PER_S)
-		return false;
-	kg_peer_setf(c, KG_PEER_DETAIL, "more than %d TLS KeyUpdates in one second",
-		     KG_DP_KEY_UPDATES_PER_S);
-	kg_conn_close(c, "key_update_flood");
-	return true;
+	kg_relay_finish(c);
 }
 
 /* The client's KeyUpdate: next receive key; answer if it asks us to update. */
@@ -504,7 +472,7 @@ static int rx_key_update(struct kg_conn *c, const uint8_t *m, uint32_t len)
 		fatal(c, 50, "client_tls_error", "malformed KeyUpdate");
 		return -1;
 	}
-	if (key_update_flood(c))
+	if (kg_conn_key_update_flood(c))
 		return -1;
 	c->w->stats.dpdk_key_updates++;
 	/* The batch is back: no operation uses the old session any more. */
@@ -546,7 +514,7 @@ static int rx_record(struct kg_conn *c, uint8_t *r, uint8_t *pt, uint32_t *packe
 	case 21:
 		if (len == 2 && body[1] == 0) { /* close_notify: the client is done sending */
 			c->cli_eof = true;
-			set_end(c, "client_eof");
+			kg_conn_set_end(c, "client_eof");
 			return 0;
 		}
 		kg_peer_setf(c, KG_PEER_DETAIL, "client sent alert %u", len == 2 ? body[1] : 0);
@@ -671,12 +639,8 @@ void kg_relay_dpdk_on_cqe(struct kg_conn *c, int op, int res)
 			tx_pump(c);
 		return;
 	case KG_OP_CLI_SHUT:
-		c->cli_shut_done = true;
-		maybe_finish(c);
-		return;
 	case KG_OP_BE_SHUT:
-		c->be_shut_done = true;
-		maybe_finish(c);
+		kg_relay_on_shut(c, op);
 		return;
 	default:
 		return;
