@@ -78,6 +78,17 @@ def test_tls12_64_mib_each_way(pki, dpdk_daemon, suite):
     assert "path=dpdk" in line and f"bytes_out={64 * MIB}" in line, line
 
 
+def echo_sizes(s, sizes):
+    """Each size as one write, its echo read back whole and compared."""
+    for size in sizes:
+        payload = os.urandom(size)
+        s.sendall(payload)
+        got = b""
+        while len(got) < size:
+            got += s.recv(65536)
+        assert got == payload, size
+
+
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
                          ids=["tls12", "tls13"])
 def test_record_boundaries(pki, dpdk_daemon, version):
@@ -85,13 +96,7 @@ def test_record_boundaries(pki, dpdk_daemon, version):
     d, port = dpdk_daemon()
     s = tlsclient.connect(tlsclient.context(pki, version=version), port)
     s.settimeout(20)
-    for size in (1, 16384, 16385, 3 * 16384 + 7):
-        payload = os.urandom(size)
-        s.sendall(payload)
-        got = b""
-        while len(got) < size:
-            got += s.recv(65536)
-        assert got == payload, size
+    echo_sizes(s, (1, 16384, 16385, 3 * 16384 + 7))
     ones = os.urandom(300)
     for b in ones:  # 300 one-byte records
         s.sendall(bytes([b]))
@@ -340,13 +345,7 @@ def test_dma_safe_buffer_path_moves_the_same_bytes(pki, start_config, echo_backe
     assert ok
     s = tlsclient.connect(tlsclient.context(pki, version=version), port)
     s.settimeout(20)
-    for size in (1, 16384, 16385, 3 * 16384 + 7):
-        payload = os.urandom(size)
-        s.sendall(payload)
-        got = b""
-        while len(got) < size:
-            got += s.recv(65536)
-        assert got == payload, size
+    echo_sizes(s, (1, 16384, 16385, 3 * 16384 + 7))
     s.unwrap()
     s.close()
     lines = d.wait_access(2)
