@@ -48,6 +48,9 @@ static const struct suite_case cases[] = {
 	{ "TLS1.2 CHACHA20-POLY1305", false, TLS_CIPHER_CHACHA20_POLY1305, "SHA256" },
 };
 
+#define REC_OFF 4093 /* a record's place in its buffer: crosses a 4 KiB page */
+_Static_assert(REC_OFF + 5 + KG_DP_CT12_MAX + 512 <= KG_DP_BUF_SIZE, "records fit");
+
 static struct kg_dpdk_worker *dw;
 static const char *path; /* "heap" or "dma", for messages */
 
@@ -170,7 +173,26 @@ struct rig {
 	struct kg_dp_keys tx, rx;
 	struct ref ref;
 	struct kg_dp_buf rec, out; /* a record, and the plaintext of an opened one */
+	uint8_t *r, *o;            /* where in them: at an odd offset across a page */
 };
+
+/* What a device would DMA from: for mempool buffers the IOVA must be EAL's own
+ * view of that address (its memseg table), not the virtual address assumed
+ * for heap buffers. */
+static void check_iova(const struct kg_dp_buf *b, const uint8_t *at, rte_iova_t got)
+{
+	if (!b->pool) {
+		CHECK(got == (rte_iova_t)(uintptr_t)at);
+		return;
+	}
+	const struct rte_memseg *ms = rte_mem_virt2memseg(at, NULL);
+	CHECK(ms != NULL && ms->iova != RTE_BAD_IOVA);
+	if (ms && got != ms->iova + (rte_iova_t)((uintptr_t)at - (uintptr_t)ms->addr)) {
+		fprintf(stderr, "%s: IOVA %#llx, EAL says %#llx\n", path, (unsigned long long)got,
+			(unsigned long long)(ms->iova + ((uintptr_t)at - (uintptr_t)ms->addr)));
+		t_failures++;
+	}
+}
 
 /* One operation through the device, synchronously: its status. */
 static int run_op(struct kg_dp_keys *k, const struct kg_dp_suite *s, struct kg_dp_buf *sb,
@@ -189,6 +211,11 @@ static int run_op(struct kg_dp_keys *k, const struct kg_dp_suite *s, struct kg_d
 	kg_dp_nonce(s, k, seq, rec + 5, nonce);
 	kg_dp_op_setup(op, m[0], m[1], k->sess, sb, rec, db, dst, kg_dp_hdr_len(s), body_len,
 		       aad, kg_dp_aad_len(s), nonce);
+	check_iova(sb, rec, op->sym->m_src->buf_iova);
+	CHECK(op->sym->aead.digest.phys_addr ==
+	      op->sym->m_src->buf_iova + kg_dp_hdr_len(s) + body_len);
+	if (dst)
+		check_iova(db, dst, op->sym->m_dst->buf_iova);
 	if (rte_cryptodev_enqueue_burst(dw->dev, dw->qp, &op, 1) != 1) {
 		fprintf(stderr, "enqueue refused\n");
 		exit(T_EXIT_FAIL);
@@ -222,16 +249,16 @@ static void check_seal(struct rig *g, uint32_t n, uint8_t type)
 	uint64_t seq = g->tx.seq;
 
 	RAND_bytes(pt, (int)n);
-	memcpy(g->rec.p + h, pt, n);
-	uint32_t body = kg_dp_seal_frame(&g->s, g->rec.p, n, type, seq, aad);
+	memcpy(g->r + h, pt, n);
+	uint32_t body = kg_dp_seal_frame(&g->s, g->r, n, type, seq, aad);
 	uint32_t total = 5 + kg_dp_rec_len(&g->s, body);
 	if (g->s.tls13) /* no padding: the inner type right after the content */
-		CHECK(body == n + 1 && g->rec.p[h + n] == type && g->rec.p[0] == 23);
-	CHECK(run_op(&g->tx, &g->s, &g->rec, g->rec.p, NULL, NULL, body, aad, seq) ==
+		CHECK(body == n + 1 && g->r[h + n] == type && g->r[0] == 23);
+	CHECK(run_op(&g->tx, &g->s, &g->rec, g->r, NULL, NULL, body, aad, seq) ==
 	      RTE_CRYPTO_OP_STATUS_SUCCESS);
 	g->tx.seq++;
 	size_t wlen = ref_seal(&g->ref, seq, type, pt, n, 0, want);
-	if (total != wlen || memcmp(g->rec.p, want, wlen) != 0) {
+	if (total != wlen || memcmp(g->r, want, wlen) != 0) {
 		fprintf(stderr, "%s/%s: sealed %u-byte record (seq %llu) differs from EVP's\n",
 			g->sc->name, path, n, (unsigned long long)seq);
 		t_failures++;
@@ -239,7 +266,7 @@ static void check_seal(struct rig *g, uint32_t n, uint8_t type)
 	if (h == 13) { /* TLS 1.2 GCM: the explicit nonce is the sequence number */
 		uint8_t s[8];
 		be64(s, seq);
-		CHECK(memcmp(g->rec.p + 5, s, 8) == 0);
+		CHECK(memcmp(g->r + 5, s, 8) == 0);
 	}
 	free(pt);
 	free(want);
@@ -253,17 +280,17 @@ static int open_one(struct rig *g, uint64_t seq, uint8_t *rec, size_t len, uint8
 	uint8_t aad[13];
 	uint32_t body;
 
-	memcpy(g->rec.p, rec, len);
-	int total = kg_dp_open_frame(&g->s, g->rec.p, (uint32_t)len, seq, &body, aad);
+	memcpy(g->r, rec, len);
+	int total = kg_dp_open_frame(&g->s, g->r, (uint32_t)len, seq, &body, aad);
 	*why = total;
 	if (total <= 0)
 		return OPEN_FRAME;
 	CHECK((size_t)total == len);
-	memset(g->out.p, 0xa5, (size_t)total);
-	if (run_op(&g->rx, &g->s, &g->rec, g->rec.p, &g->out, g->out.p, body, aad, seq) !=
+	memset(g->o, 0xa5, (size_t)total);
+	if (run_op(&g->rx, &g->s, &g->rec, g->r, &g->out, g->o, body, aad, seq) !=
 	    RTE_CRYPTO_OP_STATUS_SUCCESS)
 		return OPEN_TAG;
-	*why = kg_dp_inner(&g->s, g->rec.p[0], g->out.p + kg_dp_hdr_len(&g->s), body, pt_len,
+	*why = kg_dp_inner(&g->s, g->r[0], g->o + kg_dp_hdr_len(&g->s), body, pt_len,
 			   type);
 	return *why ? OPEN_INNER : OPEN_OK;
 }
@@ -279,7 +306,7 @@ static void check_open(struct rig *g, uint32_t n, size_t pad, uint8_t type)
 	size_t len = ref_seal(&g->ref, seq, type, pt, n, pad, rec);
 	int rc = open_one(g, seq, rec, len, &got_type, &got_len, &why);
 	if (rc != OPEN_OK || got_type != type || got_len != n ||
-	    memcmp(g->out.p + kg_dp_hdr_len(&g->s), pt, n) != 0) {
+	    memcmp(g->o + kg_dp_hdr_len(&g->s), pt, n) != 0) {
 		fprintf(stderr, "%s/%s: open %u bytes + %zu padding, type %u: step %d (%d)\n",
 			g->sc->name, path, n, pad, type, rc, why);
 		t_failures++;
@@ -391,6 +418,8 @@ static void run_case(const struct suite_case *sc, struct rte_mempool *pool)
 		      kg_dp_iova(&g.rec, g.rec.p + 100) == g.rec.iova + 100);
 	else
 		CHECK(kg_dp_iova(&g.rec, g.rec.p + 100) == (rte_iova_t)(uintptr_t)(g.rec.p + 100));
+	/* Records sit anywhere in the relay's buffers: not at the start here. */
+	g.r = g.rec.p + REC_OFF, g.o = g.out.p + REC_OFF;
 	/* Both directions with the same keys: the reference seals and opens. */
 	keys(&g, &g.tx, true, 0x0102030405060708ull);
 	memcpy(&g.rx.iv, g.tx.iv, 12);
