@@ -1,6 +1,5 @@
 /* The configuration model's defaults, its formatting of "where", and freeing. */
 #include "config.h"
-#include "dpdk.h"
 
 #include <openssl/ssl.h>
 #include <stdio.h>

@@ -144,6 +144,14 @@ struct kg_listener_spec {
 	struct kg_where at;
 };
 
+/* The DPDK engine's EAL memory and queue-pair depth (dataplane/dpdk_eal.c). */
+#define KG_DPDK_MEMORY_MB_DEFAULT 128
+#define KG_DPDK_MEMORY_MB_MIN 64
+#define KG_DPDK_MEMORY_MB_MAX 65536
+#define KG_DPDK_QUEUE_DEPTH_DEFAULT 4096
+#define KG_DPDK_QUEUE_DEPTH_MIN 64     /* a power of two: the PMDs' rings */
+#define KG_DPDK_QUEUE_DEPTH_MAX 32768
+
 struct kg_config {
 	char *file;        /* NULL when built from the command line */
 	unsigned workers;  /* 0: one per allowed CPU */

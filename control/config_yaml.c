@@ -6,7 +6,6 @@
  * fault. Aliases and tags are refused: a security daemon's configuration
  * should read the same to a person as to the program. */
 #include "config.h"
-#include "dpdk.h"
 
 #include <errno.h>
 #include <libfyaml.h>

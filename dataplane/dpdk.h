@@ -15,14 +15,8 @@ struct kg_worker;
 struct kg_ktls_params;
 struct kg_ktls_secrets;
 
-/* EAL and device set-up (global config keys dpdk_vdevs, dpdk_memory_mb,
- * dpdk_queue_depth; the bounds are checked by the config parser). */
-#define KG_DPDK_MEMORY_MB_DEFAULT 128
-#define KG_DPDK_MEMORY_MB_MIN 64
-#define KG_DPDK_MEMORY_MB_MAX 65536
-#define KG_DPDK_QUEUE_DEPTH_DEFAULT 4096
-#define KG_DPDK_QUEUE_DEPTH_MIN 64     /* a power of two: the PMDs' rings */
-#define KG_DPDK_QUEUE_DEPTH_MAX 32768
+/* EAL and device set-up: global config keys dpdk_vdevs, dpdk_memory_mb and
+ * dpdk_queue_depth (bounds and defaults in config.h). */
 /* Test-only: record buffers from DMA-safe mempools even on a software PMD. */
 #define KG_DPDK_FORCE_DMA_ENV "KTLSGATE_TEST_DPDK_DMA_BUFFERS"
 

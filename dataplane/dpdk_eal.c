@@ -15,6 +15,7 @@
 #include <rte_lcore.h>
 #include <rte_log.h>
 
+#include "config.h"
 #include "conn.h"
 #include "dpdk_int.h"
 #include "log.h"
