@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """Turns the "kgb-result" lines of bench/ktls-guest.sh (read on stdin) into
 markdown tables: medians with [min-max] over rounds, and the median of the
-per-round kTLS/userspace ratios (both paths measured in the same round)."""
+per-round kTLS/userspace and DPDK/userspace ratios (all paths measured in the
+same round)."""
 import argparse
 import datetime
 import json
 import statistics
 import sys
 
+NAMES = {"ktls": "kTLS+splice", "user": "OpenSSL (userspace)", "dpdk": "DPDK cryptodev"}
 MEM_FIELDS = ["rss", "anon", "smaps_anon", "pss", "slab", "unreclaim", "pagetables", "memfree"]
 
 
@@ -79,7 +81,7 @@ def main():
         elif line.startswith(("kgb-info ", "kgb-error ")):
             info.append(line.strip())
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"## kTLS vs userspace in the UML guest: {now}, commit {a.commit}, UML mem={a.uml_mem}\n")
+    print(f"## kTLS vs userspace (vs DPDK) in the UML guest: {now}, commit {a.commit}, UML mem={a.uml_mem}\n")
     for i in info:
         print(f"    {i}")
     print()
@@ -122,26 +124,31 @@ def main():
             print()
     bulk = [dict(r, m=bulk_metrics(r)) for r in results if r["test"] == "bulk"]
     if bulk:
+        paths = [p for p in ("ktls", "user", "dpdk") if any(r["path"] == p for r in bulk)]
+        others = [p for p in paths if p != "user"]
         print("### Bulk: server CPU seconds per GiB relayed, median [min–max] over rounds\n")
-        print("| suite | dir | kTLS+splice s/GiB | userspace s/GiB | kTLS/user (per round) "
-              "| kTLS MiB/s | user MiB/s |")
-        print("|---|---|---|---|---|---|---|")
+        print("| suite | dir | " + " | ".join(f"{NAMES[p]} s/GiB" for p in paths)
+              + "".join(f" | {NAMES[p]}/user (per round)" for p in others if "user" in paths)
+              + "".join(f" | {NAMES[p]} MiB/s" for p in paths) + " |")
+        print("|---|---|" + "---|" * (2 * len(paths) + (len(others) if "user" in paths else 0)))
         keys = []
         for r in bulk:
             if (r["suite"], r["dir"]) not in keys:
                 keys.append((r["suite"], r["dir"]))
+        f2 = lambda v: f"{v:.2f}"
+        f0 = lambda v: f"{v:.0f}"
         for suite, d in keys:
-            sel = lambda p: {r["round"]: r["m"] for r in bulk
-                             if r["suite"] == suite and r["dir"] == d and r["path"] == p}
-            k, u = sel("ktls"), sel("user")
-            pairs = [(k[x].get("cpu_gib"), u[x].get("cpu_gib")) for x in k if x in u]
-            f2 = lambda v: f"{v:.2f}"
-            f0 = lambda v: f"{v:.0f}"
-            print(f"| TLS {suite[:1]}.{suite[1:2]} {suite[3:]} | {d} "
-                  f"| {cell([m.get('cpu_gib') for m in k.values()], f2)} "
-                  f"| {cell([m.get('cpu_gib') for m in u.values()], f2)} | {ratio_cell(pairs)} "
-                  f"| {cell([m.get('mib_s') for m in k.values()], f0)} "
-                  f"| {cell([m.get('mib_s') for m in u.values()], f0)} |")
+            sel = {p: {r["round"]: r["m"] for r in bulk
+                       if r["suite"] == suite and r["dir"] == d and r["path"] == p}
+                   for p in paths}
+            row = [cell([m.get("cpu_gib") for m in sel[p].values()], f2) for p in paths]
+            if "user" in paths:
+                u = sel["user"]
+                for p in others:
+                    row.append(ratio_cell([(sel[p][x].get("cpu_gib"), u[x].get("cpu_gib"))
+                                           for x in sel[p] if x in u]))
+            row += [cell([m.get("mib_s") for m in sel[p].values()], f0) for p in paths]
+            print(f"| TLS {suite[:1]}.{suite[1:2]} {suite[3:]} | {d} | " + " | ".join(row) + " |")
         wrong = [r for r in bulk if not r["m"]["path_ok"]]
         if wrong:
             print(f"\n{len(wrong)} bulk run(s) did not take the expected path (TlsTxSw): "
@@ -150,7 +157,6 @@ def main():
         if bad:
             print(f"\n{len(bad)} bulk run(s) had errors and are left out of the table.")
         print()
-
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,8 @@
 #!/bin/sh
-# kTLS vs userspace relay, measured inside the user-mode-linux guest (the only
-# kernel here with kTLS): server RSS per idle connection, and server CPU per GiB
-# relayed, for ktlsgate --ktls required and --ktls off side by side in one guest.
+# kTLS vs userspace relay (and the DPDK cryptodev engine), measured inside the
+# user-mode-linux guest (the only kernel here with kTLS): server RSS per idle
+# connection, and server CPU per GiB relayed, for ktlsgate --ktls required,
+# --record-engine openssl and --record-engine dpdk side by side in one guest.
 #
 # On the host:  bench/ktls-guest.sh [options]    (boots the guest via tests/ktls/run-uml.sh)
 #   --build DIR       meson build dir with ktlsgate and bench/* [build]
@@ -9,6 +10,9 @@
 #   --idle "N ..."    idle connection counts [1000 5000] ("" skips the idle test)
 #   --bulk SIZE       bytes per bulk run [256M] (0 skips the bulk test)
 #   --dirs "down up"  bulk directions (down: backend -> client, i.e. kTLS TX) [down up]
+#   --paths "ktls user dpdk"  record engines for bulk (dpdk: EAL --no-huge in the guest;
+#                     left out, with a kgb-info line, when the gate cannot start it) [ktls user dpdk]
+#   --suites "13-AES128 ..."  bulk suites [13-AES128 13-AES256 12-AES128 12-AES256]
 #   --out FILE        also write the markdown report there
 # Env: UML_MEM (default 2G here: the load generator holds 5000 client SSL objects),
 # UML_TIMEOUT (3600), KTLSGATE_UML_SHIM (default BUILD/tests/uml_xstate_shim.so).
@@ -42,20 +46,26 @@ guest_main() {
 	return $rc
 }
 
-# start_gate ktls|user: sets gpid and gport; the gate logs to $S/gate-$gport.log
+# start_gate ktls|user|dpdk: sets gpid and gport; the gate logs to $S/gate-$gport.log
+# (user is the OpenSSL relay: named, or auto would take the DPDK engine when built)
 start_gate() {
 	port=$((port + 1))
-	mode=required
-	[ "$1" = user ] && mode=off
+	case $1 in
+	ktls) engine="--ktls required --record-engine ktls" ;;
+	user) engine="--ktls off --record-engine openssl" ;;
+	dpdk) engine="--ktls off --record-engine dpdk" ;;
+	esac
+	# shellcheck disable=SC2086
 	"$B/ktlsgate" --listen 127.0.0.1:$port --cert $P/server-ecdsa-chain.crt \
 		--key $P/server-ecdsa.key --client-ca $P/root.crt --crl $P/crls.pem \
-		--backend 127.0.0.1:$bport --workers 1 --ktls $mode --max-conns 20000 \
+		--backend 127.0.0.1:$bport --workers 1 $engine --max-conns 20000 \
 		>$S/gate-$port.log 2>&1 &
 	gpid=$!
 	gport=$port
 	for _ in $(seq 100); do
 		grep -q "listening\|ready\|accepting" $S/gate-$port.log 2>/dev/null && return 0
 		(exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return 0
+		kill -0 $gpid 2>/dev/null || break
 		sleep 0.1
 	done
 	echo "kgb-error ktlsgate ($1) did not start"
@@ -136,15 +146,23 @@ guest_idle() {
 # "TX RX": sessions the kernel has set up in software so far
 tls_sw() { awk '$1 == "TlsTxSw" { t = $2 } $1 == "TlsRxSw" { r = $2 } END { print t, r }' /proc/net/tls_stat; }
 
-# Bulk: both gates run side by side for the whole test; each run is one
+# Bulk: the gates run side by side for the whole test; each run is one
 # connection moving SIZE bytes, checked byte by byte by the generator.
 guest_bulk() {
-	start_gate ktls || return 1
-	kpid=$gpid kport=$gport
-	start_gate user || return 1
-	upid=$gpid uport=$gport
+	paths=
+	for path in $KTLS_BENCH_PATHS; do
+		if ! start_gate $path; then
+			[ $path = dpdk ] || return 1
+			echo "kgb-info dpdk gate did not start: $(grep -m1 'dpdk' $S/gate-$gport.log)"
+			continue
+		fi
+		eval "pid_$path=$gpid port_$path=$gport"
+		paths="$paths $path"
+		[ $path = dpdk ] && echo "kgb-info $(grep -m1 dpdk_setup $S/gate-$gport.log)"
+	done
+	paths=${paths# }
 	for r in $(seq "$KTLS_BENCH_ROUNDS"); do
-		for suite in 13-AES128 13-AES256 12-AES128 12-AES256; do
+		for suite in $KTLS_BENCH_SUITES; do
 			case $suite in
 			13-AES128) tls="--tls 1.3 --ciphersuites TLS_AES_128_GCM_SHA256" ;;
 			13-AES256) tls="--tls 1.3 --ciphersuites TLS_AES_256_GCM_SHA384" ;;
@@ -152,10 +170,13 @@ guest_bulk() {
 			12-AES256) tls="--tls 1.2 --ciphers ECDHE-ECDSA-AES256-GCM-SHA384" ;;
 			esac
 			for dir in $KTLS_BENCH_DIRS; do
-				order="ktls user"
-				[ $((r % 2)) = 0 ] && order="user ktls"
+				# Each round starts with another path (rotation).
+				order=$paths
+				for _ in $(seq $(((r - 1) % $(echo $paths | wc -w)))); do
+					order="${order#* } ${order%% *}"
+				done
 				for path in $order; do
-					if [ $path = ktls ]; then gpid=$kpid gport=$kport; else gpid=$upid gport=$uport; fi
+					eval "gpid=\$pid_$path gport=\$port_$path"
 					t0=$(tls_sw)
 					# shellcheck disable=SC2086
 					bench --mode bulk -c 1 --count 1 -w 0 --bulk-size "$KTLS_BENCH_BULK" \
@@ -168,10 +189,13 @@ guest_bulk() {
 			done
 		done
 	done
-	kill $kpid $upid
-	wait $kpid $upid 2>/dev/null
-	echo "kgb-info access-log paths: ktls gate: $(grep -c path=ktls $S/gate-$kport.log) ktls," \
-		"user gate: $(grep -c path=user $S/gate-$uport.log) user"
+	for path in $paths; do
+		eval "gpid=\$pid_$path gport=\$port_$path"
+		kill $gpid
+		wait $gpid 2>/dev/null
+		echo "kgb-info access-log lines with path=$path on the $path gate:" \
+			"$(grep -c "path=$path" $S/gate-$gport.log)"
+	done
 }
 
 # For bench/ktls-guest-perf.sh: the guest kernel's symbols go to a host
@@ -209,6 +233,7 @@ fi
 
 # ------------------------------------------------------------------ host side
 build=build rounds=3 idle="1000 5000" bulk=256M dirs="down up" out=
+paths="ktls user dpdk" suites="13-AES128 13-AES256 12-AES128 12-AES256"
 while [ $# -gt 0 ]; do
 	case $1 in
 	--build) build=$2; shift ;;
@@ -216,8 +241,10 @@ while [ $# -gt 0 ]; do
 	--idle) idle=$2; shift ;;
 	--bulk) bulk=$2; shift ;;
 	--dirs) dirs=$2; shift ;;
+	--paths) paths=$2; shift ;;
+	--suites) suites=$2; shift ;;
 	--out) out=$2; shift ;;
-	*) sed -n '2,17p' "$0" >&2; exit 2 ;;
+	*) sed -n '2,21p' "$0" >&2; exit 2 ;;
 	esac
 	shift
 done
@@ -231,7 +258,7 @@ trap 'rm -rf "$tmp"' EXIT
 "$here/mkpki.sh" "$tmp/pki" >/dev/null || exit 1
 export KTLS_BENCH_GUEST=1 KTLS_BENCH_BUILD="$build" KTLS_BENCH_PKI="$tmp/pki"
 export KTLS_BENCH_ROUNDS="$rounds" KTLS_BENCH_IDLE="$idle" KTLS_BENCH_BULK="$bulk"
-export KTLS_BENCH_DIRS="$dirs"
+export KTLS_BENCH_DIRS="$dirs" KTLS_BENCH_PATHS="$paths" KTLS_BENCH_SUITES="$suites"
 export UML_MEM="${UML_MEM:-2G}" UML_TIMEOUT="${UML_TIMEOUT:-3600}"
 export KTLSGATE_UML_SHIM="${KTLSGATE_UML_SHIM:-$build/tests/uml_xstate_shim.so}"
 # The commit is taken now: the tree may move on during a long run.

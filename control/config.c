@@ -27,6 +27,8 @@ void kg_config_defaults(struct kg_config *c)
 	c->drain_timeout_ms = 30000;
 	c->ticket_key_rotation_ms = 3600 * 1000;
 	c->kill_revoked_on_crl_update = true;
+	c->dpdk_memory_mb = KG_DPDK_MEMORY_MB_DEFAULT;
+	c->dpdk_queue_depth = KG_DPDK_QUEUE_DEPTH_DEFAULT;
 }
 
 void kg_config_apply_overrides(struct kg_config *c, const struct kg_options *o)

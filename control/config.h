@@ -161,6 +161,14 @@ struct kg_listener_spec {
 	struct kg_where at;
 };
 
+/* The DPDK engine's EAL memory and queue-pair depth (dataplane/dpdk_eal.c). */
+#define KG_DPDK_MEMORY_MB_DEFAULT 128
+#define KG_DPDK_MEMORY_MB_MIN 64
+#define KG_DPDK_MEMORY_MB_MAX 65536
+#define KG_DPDK_QUEUE_DEPTH_DEFAULT 4096
+#define KG_DPDK_QUEUE_DEPTH_MIN 64     /* a power of two: the PMDs' rings */
+#define KG_DPDK_QUEUE_DEPTH_MAX 32768
+
 struct kg_config {
 	char *file;        /* NULL when built from the command line */
 	unsigned workers;  /* 0: one per allowed CPU */
@@ -175,6 +183,8 @@ struct kg_config {
 	enum kg_ktls_mode ktls;
 	enum kg_record_engine record_engine;
 	char *dpdk_vdevs;   /* EAL --vdev list, comma-separated; NULL: crypto_aesni_mb */
+	unsigned dpdk_memory_mb;   /* EAL -m (no hugepages): pools and DMA-safe buffers */
+	unsigned dpdk_queue_depth; /* descriptors per cryptodev queue pair */
 	struct kg_where record_engine_at;
 	unsigned max_conns; /* per worker */
 	unsigned max_conns_per_source; /* live connections per client IP, whole process; 0: no cap */

@@ -877,6 +877,22 @@ static int g_dpdk_vdevs(struct yctx *y, const struct ynode *v, const char *key, 
 	return c->dpdk_vdevs ? 0 : oom(y, v, key);
 }
 
+static int g_dpdk_memory(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_uint(y, v, key, KG_DPDK_MEMORY_MB_MIN, KG_DPDK_MEMORY_MB_MAX,
+			&((struct kg_config *)obj)->dpdk_memory_mb);
+}
+
+static int g_dpdk_queue_depth(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	unsigned *d = &((struct kg_config *)obj)->dpdk_queue_depth;
+
+	if (set_uint(y, v, key, KG_DPDK_QUEUE_DEPTH_MIN, KG_DPDK_QUEUE_DEPTH_MAX, d) < 0)
+		return -1;
+	/* The PMDs keep each queue pair in an rte_ring: a power of two. */
+	return *d & (*d - 1) ? fail(y, v, key, "must be a power of two, such as 4096") : 0;
+}
+
 static int g_max_conns(struct yctx *y, const struct ynode *v, const char *key, void *obj)
 {
 	return set_uint(y, v, key, 1, INT_MAX, &((struct kg_config *)obj)->max_conns);
@@ -935,6 +951,7 @@ static const struct ykey global_keys[] = {
 	{ "workers", g_workers }, { "cpus", g_cpus }, { "user", g_user }, { "group", g_group },
 	{ "log", g_log }, { "control_socket", g_control_socket }, { "ktls", g_ktls },
 	{ "record_engine", g_record_engine }, { "dpdk_vdevs", g_dpdk_vdevs },
+	{ "dpdk_memory_mb", g_dpdk_memory }, { "dpdk_queue_depth", g_dpdk_queue_depth },
 	{ "metrics_listen", g_metrics_listen },
 	{ "max_connections", g_max_conns }, { "timeouts", g_timeouts },
 	{ "max_connections_per_source", g_max_per_source },

@@ -196,7 +196,12 @@ static void setup_engine(struct kg_runtime *rt, struct kg_worker *workers, unsig
 	}
 	if (!KG_DPDK_BUILT)
 		snprintf(err, sizeof(err), "built without DPDK (-Ddpdk=disabled)");
-	else if (kg_dpdk_init(cfg->dpdk_vdevs, n, &caps, err, sizeof(err)) == 0)
+	else if (kg_dpdk_init(&(struct kg_dpdk_opts){
+			.vdevs = cfg->dpdk_vdevs, .memory_mb = cfg->dpdk_memory_mb,
+			.queue_depth = cfg->dpdk_queue_depth,
+			/* test-only: the hardware PMDs' buffer path on a software one */
+			.force_dma_bufs = getenv(KG_DPDK_FORCE_DMA_ENV) != NULL },
+			n, &caps, err, sizeof(err)) == 0)
 		for (unsigned i = 0; i < n; i++)
 			if (!(workers[i].dp = kg_dpdk_worker_new(i)))
 				snprintf(err, sizeof(err), "worker %u: no cryptodev pools", i);

@@ -600,6 +600,43 @@ unsigned kg_conn_kill_matching(struct kg_worker *w, const struct kg_kill_filter 
 	return n;
 }
 
+void kg_relay_finish(struct kg_conn *c)
+{
+	if (c->cli_eof && c->be_eof && c->cli_shut_done && c->be_shut_done)
+		kg_conn_close(c, NULL);
+}
+
+void kg_relay_on_shut(struct kg_conn *c, enum kg_op op)
+{
+	if (op == KG_OP_CLI_SHUT)
+		c->cli_shut_done = true;
+	else
+		c->be_shut_done = true;
+	kg_relay_finish(c);
+}
+
+void kg_conn_set_end(struct kg_conn *c, const char *end)
+{
+	if (!c->end)
+		c->end = end;
+}
+
+bool kg_conn_key_update_flood(struct kg_conn *c)
+{
+	uint64_t now = kg_now_ms();
+
+	if (now - c->key_update_window_ms >= 1000) {
+		c->key_update_window_ms = now;
+		c->key_updates = 0;
+	}
+	if (++c->key_updates <= KG_MAX_KEY_UPDATES_PER_S)
+		return false;
+	kg_peer_setf(c, KG_PEER_DETAIL, "more than %d TLS KeyUpdates in one second",
+		     KG_MAX_KEY_UPDATES_PER_S);
+	kg_conn_close(c, "key_update_flood");
+	return true;
+}
+
 void kg_relay_dispatch(struct kg_conn *c, enum kg_op op, int res,
 		       const struct kg_relay_handlers *h)
 {

@@ -117,7 +117,7 @@ struct kg_conn {
 	uint64_t start_ms, deadline_ms;
 	uint64_t start_us;          /* handshake latency is measured from accept */
 	uint64_t bytes_in, bytes_out;
-	uint64_t key_update_window_ms; /* userspace relay: KeyUpdates from the client */
+	uint64_t key_update_window_ms; /* every relay: KeyUpdates from the client */
 	unsigned key_updates;          /* ... seen in the second starting there */
 	const char *result;         /* "ok" or the refusal reason */
 	const char *end;            /* how a relayed connection ended */
@@ -213,6 +213,20 @@ bool kg_up_sends_no_tickets(struct kg_conn *c);
 void kg_up_note_no_tickets(struct kg_conn *c);
 /* handshake.c: the access log's reason for an X509 verify error. */
 const char *kg_hs_verify_reason(int e);
+/* The end of a relay that handles its own completions (kTLS splice, DPDK):
+ * a FIN went out (KG_OP_CLI_SHUT / KG_OP_BE_SHUT); once both directions have
+ * ended (cli_eof, be_eof) and both FINs are out, the connection closes. */
+void kg_relay_on_shut(struct kg_conn *c, enum kg_op op);
+void kg_relay_finish(struct kg_conn *c);
+/* The first reason a relayed connection ended wins (the access log's end=). */
+void kg_conn_set_end(struct kg_conn *c, const char *end);
+/* The relays that see each client KeyUpdate themselves (kTLS splice, DPDK):
+ * counts it; past KG_MAX_KEY_UPDATES_PER_S in one second, closes and says true. */
+bool kg_conn_key_update_flood(struct kg_conn *c);
+/* Each TLS 1.3 KeyUpdate costs us two key derivations (~30 us here) for ~27
+ * bytes from the client: a stream of them keeps a worker busy. Real clients
+ * update once per many gigabytes. Every relay holds clients to this. */
+#define KG_MAX_KEY_UPDATES_PER_S 8
 /* relay_user.c: TLS 1.3 KeyUpdate flood guard, shared with relay_up.c. */
 void kg_relay_watch_key_updates(struct kg_conn *c);
 bool kg_relay_key_update_flood(struct kg_conn *c);

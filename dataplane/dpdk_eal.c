@@ -15,6 +15,7 @@
 #include <rte_lcore.h>
 #include <rte_log.h>
 
+#include "config.h"
 #include "conn.h"
 #include "dpdk_int.h"
 #include "log.h"
@@ -63,13 +64,16 @@ static unsigned probe_ciphers(uint8_t dev)
 	return bits;
 }
 
-static int configure(uint8_t dev, unsigned nworkers, char *err, size_t errlen)
+static int configure(uint8_t dev, unsigned nworkers, unsigned depth, char *err, size_t errlen)
 {
 	struct rte_cryptodev_info info;
 	struct rte_cryptodev_config conf = { .socket_id = SOCKET_ID_ANY };
-	struct rte_cryptodev_qp_conf qpc = { .nb_descriptors = 4096 };
+	struct rte_cryptodev_qp_conf qpc = { .nb_descriptors = depth };
 
 	rte_cryptodev_info_get(dev, &info);
+	/* A device that DMAs needs buffers with a real IOVA; heap memory is only
+	 * "IOVA as VA" for the software PMDs, which read it with the CPU. */
+	kg_dpdk_g.dma_bufs = (info.feature_flags & RTE_CRYPTODEV_FF_HW_ACCELERATED) != 0;
 	if (info.max_nb_queue_pairs < nworkers) {
 		snprintf(err, errlen, "%s has %u queue pairs for %u workers", info.driver_name,
 			 info.max_nb_queue_pairs, nworkers);
@@ -89,7 +93,8 @@ static int configure(uint8_t dev, unsigned nworkers, char *err, size_t errlen)
 	}
 	for (unsigned q = 0; q < nworkers; q++)
 		if (rte_cryptodev_queue_pair_setup(dev, (uint16_t)q, &qpc, SOCKET_ID_ANY) < 0) {
-			snprintf(err, errlen, "queue pair %u of %s failed", q, info.driver_name);
+			snprintf(err, errlen, "queue pair %u of %s (%u descriptors) failed: %s", q,
+				 info.driver_name, depth, rte_strerror(rte_errno));
 			return -1;
 		}
 	if (rte_cryptodev_start(dev) < 0) {
@@ -99,13 +104,26 @@ static int configure(uint8_t dev, unsigned nworkers, char *err, size_t errlen)
 	return 0;
 }
 
-int kg_dpdk_init(const char *vdevs, unsigned nworkers, struct kg_dpdk_caps *caps, char *err,
-		 size_t errlen)
+/* Record buffers per worker when they must be DMA-safe: half the EAL memory,
+ * shared out; a connection takes three (client ciphertext, plaintext, tx). */
+static unsigned bufs_per_worker(unsigned memory_mb, unsigned nworkers)
 {
-	char lcores[256], prefix[64], *list = strdup(vdevs ? vdevs : "crypto_aesni_mb");
+	unsigned long long half = (unsigned long long)memory_mb << 19;
+	unsigned long long n = half / nworkers / KG_DP_BUF_SIZE;
+
+	return n < 3 ? 3 : n > 1u << 20 ? 1u << 20 : (unsigned)n;
+}
+
+int kg_dpdk_init(const struct kg_dpdk_opts *o, unsigned nworkers, struct kg_dpdk_caps *caps,
+		 char *err, size_t errlen)
+{
+	const char *vdevs = o->vdevs;
+	unsigned memory_mb = o->memory_mb ? o->memory_mb : KG_DPDK_MEMORY_MB_DEFAULT;
+	unsigned depth = o->queue_depth ? o->queue_depth : KG_DPDK_QUEUE_DEPTH_DEFAULT;
+	char lcores[256], prefix[64], mem[16], *list = strdup(vdevs ? vdevs : "crypto_aesni_mb");
 	char vdev_args[8][160];
 	char *argv[32] = { "ktlsgate", "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry",
-			   "-m", "128", "--log-level", "*:error", "--lcores", lcores,
+			   "-m", mem, "--log-level", "*:error", "--lcores", lcores,
 			   "--file-prefix", prefix };
 	int argc = 13, nv = 0;
 
@@ -114,6 +132,7 @@ int kg_dpdk_init(const char *vdevs, unsigned nworkers, struct kg_dpdk_caps *caps
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	snprintf(mem, sizeof(mem), "%u", memory_mb);
 	own_cpuset(lcores, sizeof(lcores));
 	snprintf(prefix, sizeof(prefix), "ktlsgate-%d", (int)getpid());
 	for (char *save = NULL, *v = strtok_r(list, ",", &save); v && nv < 8;
@@ -134,8 +153,11 @@ int kg_dpdk_init(const char *vdevs, unsigned nworkers, struct kg_dpdk_caps *caps
 		return -1;
 	}
 	kg_dpdk_g.dev = 0;
-	if (configure(0, nworkers, err, errlen) < 0)
+	if (configure(0, nworkers, depth, err, errlen) < 0)
 		return -1;
+	if (o->force_dma_bufs)
+		kg_dpdk_g.dma_bufs = true;
+	kg_dpdk_g.bufs_per_worker = bufs_per_worker(memory_mb, nworkers);
 	nqps = nworkers;
 	caps->ciphers = probe_ciphers(0);
 	snprintf(caps->dev, sizeof(caps->dev), "%s", rte_cryptodev_name_get(0));
@@ -144,7 +166,15 @@ int kg_dpdk_init(const char *vdevs, unsigned nworkers, struct kg_dpdk_caps *caps
 		return -1;
 	}
 	caps->available = true;
+	caps->dma_bufs = kg_dpdk_g.dma_bufs;
 	kg_dpdk_g.ready = true;
+	struct kg_field f[] = {
+		KG_S("cryptodev", caps->dev), KG_I("memory_mb", memory_mb),
+		KG_I("queue_depth", depth), KG_I("queue_pairs", nworkers),
+		KG_S("buffers", kg_dpdk_g.dma_bufs ? "dma" : "heap"),
+		KG_I("buffers_per_worker", kg_dpdk_g.dma_bufs ? kg_dpdk_g.bufs_per_worker : 0),
+	};
+	kg_log_event(KG_LOG_INFO, "dpdk_setup", f, KG_NFIELDS(f));
 	return 0;
 }
 
@@ -166,9 +196,14 @@ struct kg_dpdk_worker *kg_dpdk_worker_new(unsigned id)
 	snprintf(name, sizeof(name), "kg_mbuf%u", id);
 	/* Header-only mbufs: each points at one record in the connection's buffers. */
 	dw->mbufs = rte_pktmbuf_pool_create(name, 2 * KG_DP_MAX_PENDING, 0, 0, 0, SOCKET_ID_ANY);
-	if (!dw->ops || !dw->mbufs) {
+	if (kg_dpdk_g.dma_bufs) {
+		snprintf(name, sizeof(name), "kg_buf%u", id);
+		dw->bufs = kg_dp_buf_pool_create(name, kg_dpdk_g.bufs_per_worker);
+	}
+	if (!dw->ops || !dw->mbufs || (kg_dpdk_g.dma_bufs && !dw->bufs)) {
 		rte_mempool_free(dw->ops);
 		rte_mempool_free(dw->mbufs);
+		rte_mempool_free(dw->bufs);
 		free(dw);
 		return NULL;
 	}
@@ -223,6 +258,7 @@ void kg_dpdk_shutdown(struct kg_worker *workers, unsigned n)
 			continue;
 		rte_mempool_free(dw->ops);
 		rte_mempool_free(dw->mbufs);
+		rte_mempool_free(dw->bufs);
 		free(dw);
 		workers[i].dp = NULL;
 	}

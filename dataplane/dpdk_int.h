@@ -8,28 +8,18 @@
 #include <rte_mempool.h>
 
 #include "dpdk.h"
+#include "dpdk_record.h"
 
 #ifndef KG_DP_MAX_PENDING /* a test build may shrink it to exercise the waiting list */
 #define KG_DP_MAX_PENDING 16384 /* operations queued per worker between flushes */
 #endif
 #define KG_DP_MAX_WAITERS 8192
 
-/* The private area after each operation's sym op: nonce, AAD and owner. */
-struct kg_dp_op_priv {
-	uint8_t iv[16];
-	uint8_t aad[16];
-	struct kg_conn *c;
-	void *orig_buf;          /* the mbuf's own buf_addr/iova, restored before free */
-	rte_iova_t orig_iova;
-	uint16_t idx;            /* the record's place in its batch */
-	uint8_t dir;             /* 0: rx (decrypt), 1: tx (encrypt) */
-};
-#define KG_DP_IV_OFF (sizeof(struct rte_crypto_op) + sizeof(struct rte_crypto_sym_op))
-
 struct kg_dpdk_worker {
 	uint8_t dev;
 	uint16_t qp;
 	struct rte_mempool *ops, *mbufs;
+	struct rte_mempool *bufs;   /* DMA-safe record buffers; NULL: heap (IOVA as VA) */
 	struct rte_crypto_op *pending[KG_DP_MAX_PENDING];
 	struct rte_crypto_op *batch[KG_DP_MAX_PENDING]; /* the burst being run */
 	unsigned npending;
@@ -43,13 +33,10 @@ struct kg_dpdk_global {
 	uint8_t dev;
 	struct rte_mempool *sessions;
 	bool ready;
+	bool dma_bufs;          /* record buffers from mempools (hardware PMD, or forced) */
+	unsigned bufs_per_worker;
 };
 extern struct kg_dpdk_global kg_dpdk_g;
-
-static inline struct kg_dp_op_priv *kg_dp_priv(struct rte_crypto_op *op)
-{
-	return rte_crypto_op_ctod_offset(op, struct kg_dp_op_priv *, KG_DP_IV_OFF);
-}
 
 /* relay_dpdk.c: one operation of a connection's batch finished. */
 void kg_dp_op_done(struct kg_worker *w, struct rte_crypto_op *op);

@@ -21,26 +21,16 @@
 #include "dpdk_int.h"
 #include "log.h"
 
-#define KG_DP_PT_MAX 16384              /* record plaintext limit (2^14) */
-#define KG_DP_CT_MAX (KG_DP_PT_MAX + 256) /* TLS 1.3 ciphertext limit */
 #define KG_DP_SLOTS 4
 #define KG_DP_SLOT (5 + 8 + KG_DP_PT_MAX + 1 + 16)
-#define KG_DP_RX_CAP (4 * (5 + KG_DP_CT_MAX + 2048))
+#define KG_DP_CTRL_OFF (KG_DP_SLOTS * KG_DP_SLOT) /* control records, after the slots */
 #define KG_DP_BATCH 64                  /* records per batch and direction */
-#define KG_DP_TAG 16
-#define KG_DP_KEY_UPDATES_PER_S 8
+_Static_assert(KG_DP_CTRL_OFF + 64 <= KG_DP_BUF_SIZE, "tx slots and ctrl exceed a buffer");
 /* A waiting connection must always fit into an empty queue, both ways. */
 _Static_assert(KG_DP_MAX_PENDING >= 2 * KG_DP_BATCH, "crypto queue smaller than two batches");
 
 enum { DIR_RX = 0, DIR_TX = 1 };
 enum { CTRL_NONE, CTRL_CLOSE_NOTIFY, CTRL_KEY_UPDATE, CTRL_ALERT };
-
-struct kg_dp_keys {
-	void *sess;
-	uint8_t iv[12];   /* TLS 1.3 and ChaCha: static IV; TLS 1.2 GCM: 4-byte salt */
-	uint64_t seq;
-	uint8_t secret[48];
-};
 
 struct kg_dp_batch {
 	unsigned n, left;          /* records in the batch, operations not back yet */
@@ -52,167 +42,83 @@ struct kg_dp_batch {
 struct kg_dpdk_conn {
 	struct kg_dp_keys k[2];
 	struct kg_dp_batch b[2];
-	bool tls13;
-	int cipher;               /* TLS_CIPHER_* */
+	struct kg_dp_suite s;
 	uint8_t secret_len;
 	char md[16];
 	/* rx: ciphertext rx[rx_pos .. rx_len); the batch covers rx[rx_pos .. rx_end) */
-	uint8_t *rx, *pt;
+	struct kg_dp_buf rxb, ptb, txb; /* heap, or DMA-safe mempool objects */
+	uint8_t *rx, *pt;         /* rxb.p, ptb.p */
 	uint32_t rx_len, rx_pos, rx_end;
 	struct kg_buf to_be;      /* packed plaintext in pt, on its way to the backend */
 	/* tx */
-	uint8_t *tx;
+	uint8_t *tx;              /* txb.p: KG_DP_SLOTS record slots, then ctrl */
 	struct iovec iov[KG_DP_SLOTS];
 	struct kg_buf to_cli;     /* sealed records in tx (or ctrl), on their way out */
-	uint8_t ctrl[64];
+	uint8_t *ctrl;            /* tx + KG_DP_CTRL_OFF */
 	uint32_t tx_ready;        /* backend bytes in the slots, not sealed yet */
 	uint8_t ctrl_pending, ctrl_sending, alert, alert_level;
 	bool waiting;             /* on the worker's waiting list */
-	uint64_t ku_window_ms;
-	unsigned ku_count;
 };
 
 static unsigned hdr_len(const struct kg_dpdk_conn *d)
 {
-	return d->tls13 || d->cipher == TLS_CIPHER_CHACHA20_POLY1305 ? 5 : 13;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
+	return kg_dp_hdr_len(&d->s);
 }
 
 static void *new_session(const struct kg_dpdk_conn *d, const uint8_t *key, bool encrypt)
 {
-	struct rte_crypto_sym_xform x = {
-		.type = RTE_CRYPTO_SYM_XFORM_AEAD,
-		.aead = {
-			.op = encrypt ? RTE_CRYPTO_AEAD_OP_ENCRYPT : RTE_CRYPTO_AEAD_OP_DECRYPT,
-			.algo = d->cipher == TLS_CIPHER_CHACHA20_POLY1305 ?
-					RTE_CRYPTO_AEAD_CHACHA20_POLY1305 : RTE_CRYPTO_AEAD_AES_GCM,
-			.key = { .data = key, .length = (uint16_t)kg_ktls_key_len(d->cipher) },
-			.iv = { .offset = KG_DP_IV_OFF, .length = 12 },
-			.digest_length = KG_DP_TAG,
-			.aad_length = d->tls13 ? 5 : 13,
-		},
-	};
-	return rte_cryptodev_sym_session_create(kg_dpdk_g.dev, &x, kg_dpdk_g.sessions);
+	return kg_dp_session_new(kg_dpdk_g.dev, kg_dpdk_g.sessions, &d->s, key, encrypt);
 }
 
 static void free_session(void *s)
 {
-	if (s)
-		rte_cryptodev_sym_session_free(kg_dpdk_g.dev, s);
+	kg_dp_session_free(kg_dpdk_g.dev, s);
 }
 
-/* The per-record nonce: iv XOR seq (TLS 1.3, ChaCha), or salt || explicit. */
-static void nonce(const struct kg_dpdk_conn *d, const struct kg_dp_keys *k, uint64_t seq,
-		  const uint8_t *explicit_nonce, uint8_t out[12])
-{
-	if (!d->tls13 && d->cipher != TLS_CIPHER_CHACHA20_POLY1305) {
-		memcpy(out, k->iv, 4);
-		memcpy(out + 4, explicit_nonce, 8);
-		return;
-	}
-	uint8_t s[8];
-	put_be64(s, seq);
-	memcpy(out, k->iv, 12);
-	for (int i = 0; i < 8; i++)
-		out[4 + i] ^= s[i];
-}
-
-/* One operation on one record: m_src points at the record, m_dst (decrypt)
- * at the same place in pt. Returns -1 when the pools are dry. */
-static int queue_op(struct kg_conn *c, int dir, uint16_t idx, uint8_t *rec, uint8_t *dst,
-		    uint32_t body_off, uint32_t body_len, const uint8_t *aad, unsigned aad_len,
-		    uint64_t seq)
+/* One operation on one record: rec in buffer sb, out of place (decrypt) into
+ * dst, at the same offset in db. Returns -1 when the pools are dry. */
+static int queue_op(struct kg_conn *c, int dir, uint16_t idx, const struct kg_dp_buf *sb,
+		    uint8_t *rec, const struct kg_dp_buf *db, uint8_t *dst, uint32_t body_len,
+		    const uint8_t *aad, uint64_t seq)
 {
 	struct kg_dpdk_conn *d = c->dp;
 	struct kg_dpdk_worker *dw = c->w->dp;
 	struct rte_crypto_op *op;
 	struct rte_mbuf *m[2] = { NULL, NULL };
-	unsigned nm = dst ? 2 : 1;
+	uint8_t iv[12];
 
 	if (dw->npending >= KG_DP_MAX_PENDING ||
 	    rte_crypto_op_bulk_alloc(dw->ops, RTE_CRYPTO_OP_TYPE_SYMMETRIC, &op, 1) != 1)
 		return -1;
-	if (rte_pktmbuf_alloc_bulk(dw->mbufs, m, nm) != 0) {
+	if (rte_pktmbuf_alloc_bulk(dw->mbufs, m, dst ? 2 : 1) != 0) {
 		rte_crypto_op_free(op);
 		return -1;
 	}
 	struct kg_dp_op_priv *p = kg_dp_priv(op);
-	p->c = c;
+	p->owner = c;
 	p->dir = (uint8_t)dir;
 	p->idx = idx;
-	p->orig_buf = m[0]->buf_addr;
-	p->orig_iova = m[0]->buf_iova;
-	uint32_t total = body_off + body_len + KG_DP_TAG;
-	for (unsigned i = 0; i < nm; i++) {
-		m[i]->buf_addr = i ? dst : rec;
-		m[i]->buf_iova = (rte_iova_t)(uintptr_t)(i ? dst : rec); /* IOVA as VA */
-		m[i]->buf_len = (uint16_t)total;
-		m[i]->data_off = 0;
-		m[i]->data_len = (uint16_t)total;
-		m[i]->pkt_len = total;
-	}
-	memcpy(p->aad, aad, aad_len);
-	nonce(d, &d->k[dir], seq, rec + 5, p->iv);
-	rte_crypto_op_attach_sym_session(op, d->k[dir].sess);
-	op->sym->m_src = m[0];
-	op->sym->m_dst = m[1];
-	op->sym->aead.data.offset = body_off;
-	op->sym->aead.data.length = body_len;
-	op->sym->aead.digest.data = rec + body_off + body_len;
-	op->sym->aead.digest.phys_addr = (rte_iova_t)(uintptr_t)op->sym->aead.digest.data;
-	op->sym->aead.aad.data = p->aad;
-	op->sym->aead.aad.phys_addr = rte_crypto_op_ctophys_offset(op, KG_DP_IV_OFF + 16);
+	kg_dp_nonce(&d->s, &d->k[dir], seq, rec + 5, iv);
+	kg_dp_op_setup(op, m[0], m[1], d->k[dir].sess, sb, rec, db, dst, hdr_len(d), body_len,
+		       aad, kg_dp_aad_len(&d->s), iv);
 	dw->pending[dw->npending++] = op;
 	return 0;
-}
-
-static void restore_mbuf(struct rte_mbuf *m, void *buf, rte_iova_t iova)
-{
-	if (!m)
-		return;
-	m->buf_addr = buf;
-	m->buf_iova = iova;
-	m->buf_len = 0;
-	m->data_off = 0;
-	rte_pktmbuf_free(m);
 }
 
 void kg_dp_op_done(struct kg_worker *w, struct rte_crypto_op *op)
 {
 	struct kg_dp_op_priv *p = kg_dp_priv(op);
-	struct kg_conn *c = p->c;
+	struct kg_conn *c = p->owner;
 	struct kg_dpdk_conn *d = c->dp;
 	int dir = p->dir;
 
-	/* Both mbufs came from the same header-only pool: same own buffer layout. */
-	struct rte_mbuf *dst = op->sym->m_dst;
-	restore_mbuf(op->sym->m_src, p->orig_buf, p->orig_iova);
-	if (dst)
-		restore_mbuf(dst, (char *)dst + sizeof(*dst),
-			     rte_mempool_virt2iova(dst) + sizeof(*dst));
+	kg_dp_op_release(op);
 	if (d) {
 		d->b[dir].status[p->idx] = op->status;
 		if (--d->b[dir].left == 0)
 			kg_conn_on_cqe(c, dir == DIR_RX ? KG_OP_CRYPTO_RX : KG_OP_CRYPTO_TX, 0, 0);
 	}
 	rte_crypto_op_free(op);
-}
-
-static void set_end(struct kg_conn *c, const char *end)
-{
-	if (!c->end)
-		c->end = end;
-}
-
-static void maybe_finish(struct kg_conn *c)
-{
-	if (c->cli_eof && c->be_shut_done && c->be_eof && c->cli_shut_done)
-		kg_conn_close(c, NULL);
 }
 
 static void shut(struct kg_conn *c, bool client)
@@ -280,25 +186,12 @@ static void tx_ctrl(struct kg_conn *c)
 		blen = 2;
 		type = 21;
 	}
-	unsigned h = hdr_len(d), inner = blen + (d->tls13 ? 1 : 0);
 	uint8_t *r = d->ctrl, aad[13];
-	uint32_t rec_len = (h - 5) + inner + KG_DP_TAG;
 
-	r[0] = d->tls13 ? 23 : (uint8_t)type;
-	r[1] = 3, r[2] = 3, r[3] = (uint8_t)(rec_len >> 8), r[4] = (uint8_t)rec_len;
-	if (h == 13)
-		put_be64(r + 5, d->k[DIR_TX].seq);
-	memcpy(r + h, body, blen);
-	if (d->tls13) {
-		r[h + blen] = (uint8_t)type;
-		memcpy(aad, r, 5);
-	} else {
-		put_be64(aad, d->k[DIR_TX].seq);
-		aad[8] = (uint8_t)type, aad[9] = 3, aad[10] = 3;
-		aad[11] = (uint8_t)(inner >> 8), aad[12] = (uint8_t)inner;
-	}
-	if (queue_op(c, DIR_TX, 0, r, NULL, h, inner, aad, d->tls13 ? 5 : 13,
-		     d->k[DIR_TX].seq) < 0) {
+	memcpy(r + hdr_len(d), body, blen);
+	uint32_t inner = kg_dp_seal_frame(&d->s, r, blen, (uint8_t)type, d->k[DIR_TX].seq, aad);
+	uint32_t rec_len = kg_dp_rec_len(&d->s, inner);
+	if (queue_op(c, DIR_TX, 0, &d->txb, r, NULL, NULL, inner, aad, d->k[DIR_TX].seq) < 0) {
 		kg_conn_close(c, "crypto_queue_full");
 		return;
 	}
@@ -309,16 +202,8 @@ static void tx_ctrl(struct kg_conn *c)
 	start_batch(c, DIR_TX, 1);
 	if (d->ctrl_sending == CTRL_KEY_UPDATE) {
 		/* Our later records use the next key; the op above keeps the old one. */
-		uint8_t key[32];
-		d->b[DIR_TX].old_sess = d->k[DIR_TX].sess;
-		d->k[DIR_TX].sess = NULL;
-		if (kg_tls13_step_secret(d->md, d->k[DIR_TX].secret, d->secret_len) == 0 &&
-		    kg_tls13_key_iv_md(d->md, d->k[DIR_TX].secret, d->secret_len, key,
-				       kg_ktls_key_len(d->cipher), d->k[DIR_TX].iv) == 0)
-			d->k[DIR_TX].sess = new_session(d, key, true);
-		OPENSSL_cleanse(key, sizeof(key));
-		d->k[DIR_TX].seq = 0;
-		if (!d->k[DIR_TX].sess)
+		if (kg_dp_rekey(kg_dpdk_g.dev, kg_dpdk_g.sessions, &d->s, d->md, d->secret_len,
+				&d->k[DIR_TX], true, &d->b[DIR_TX].old_sess) < 0)
 			kg_conn_close(c, "dpdk_rekey_failed");
 	}
 }
@@ -327,29 +212,18 @@ static void tx_ctrl(struct kg_conn *c)
 static void tx_seal(struct kg_conn *c, uint32_t n)
 {
 	struct kg_dpdk_conn *d = c->dp;
-	unsigned h = hdr_len(d), trail = (d->tls13 ? 1 : 0) + KG_DP_TAG;
+	unsigned h = hdr_len(d), trail = (d->s.tls13 ? 1 : 0) + KG_DP_TAG;
 	uint32_t slot = h + KG_DP_PT_MAX + trail, out = 0;
 	uint16_t idx = 0;
 
 	for (uint32_t done = 0; done < n; done += KG_DP_PT_MAX, idx++) {
 		uint32_t pt = n - done < KG_DP_PT_MAX ? n - done : KG_DP_PT_MAX;
 		uint8_t *r = d->tx + idx * slot, aad[13];
-		uint32_t inner = pt + (d->tls13 ? 1 : 0), rec_len = (h - 5) + inner + KG_DP_TAG;
 		uint64_t seq = d->k[DIR_TX].seq++;
+		uint32_t inner = kg_dp_seal_frame(&d->s, r, pt, 23, seq, aad);
+		uint32_t rec_len = kg_dp_rec_len(&d->s, inner);
 
-		r[0] = 23, r[1] = 3, r[2] = 3;
-		r[3] = (uint8_t)(rec_len >> 8), r[4] = (uint8_t)rec_len;
-		if (h == 13)
-			put_be64(r + 5, seq);
-		if (d->tls13) {
-			r[h + pt] = 23; /* inner content type, no padding */
-			memcpy(aad, r, 5);
-		} else {
-			put_be64(aad, seq);
-			aad[8] = 23, aad[9] = 3, aad[10] = 3;
-			aad[11] = (uint8_t)(pt >> 8), aad[12] = (uint8_t)pt;
-		}
-		if (queue_op(c, DIR_TX, idx, r, NULL, h, inner, aad, d->tls13 ? 5 : 13, seq) < 0) {
+		if (queue_op(c, DIR_TX, idx, &d->txb, r, NULL, NULL, inner, aad, seq) < 0) {
 			if (idx)
 				start_batch(c, DIR_TX, idx); /* queued ones still come back */
 			c->w->stats.dpdk_fallbacks++;
@@ -368,7 +242,7 @@ static void tx_seal(struct kg_conn *c, uint32_t n)
 static void tx_recv(struct kg_conn *c)
 {
 	struct kg_dpdk_conn *d = c->dp;
-	unsigned h = hdr_len(d), trail = (d->tls13 ? 1 : 0) + KG_DP_TAG;
+	unsigned h = hdr_len(d), trail = (d->s.tls13 ? 1 : 0) + KG_DP_TAG;
 	struct io_uring_sqe *sqe;
 
 	for (unsigned i = 0; i < KG_DP_SLOTS; i++) {
@@ -422,7 +296,7 @@ static void fatal_at(struct kg_conn *c, uint8_t level, uint8_t alert, const char
 		     const char *detail)
 {
 	kg_peer_setf(c, KG_PEER_DETAIL, "%s", detail);
-	set_end(c, end);
+	kg_conn_set_end(c, end);
 	c->cli_eof = true;
 	queue_ctrl(c, CTRL_ALERT, alert, level);
 }
@@ -441,7 +315,7 @@ static void on_backend_recv(struct kg_conn *c, int res)
 	}
 	if (res == 0) {
 		c->be_eof = true;
-		set_end(c, "backend_eof");
+		kg_conn_set_end(c, "backend_eof");
 		queue_ctrl(c, CTRL_CLOSE_NOTIFY, 0, 1);
 		return;
 	}
@@ -522,45 +396,38 @@ static void rx_recv(struct kg_conn *c)
 static unsigned rx_open(struct kg_conn *c)
 {
 	struct kg_dpdk_conn *d = c->dp;
-	unsigned h = hdr_len(d), n = 0, ct_max = d->tls13 ? KG_DP_CT_MAX : KG_DP_PT_MAX + 2048;
+	unsigned n = 0;
 	uint32_t pos = d->rx_pos;
 
 	if (d->rx_len - pos >= 5 && !room(c))
 		return 1; /* resumed by kg_dpdk_flush; nothing else to do meanwhile */
 	while (n < KG_DP_BATCH && d->rx_len - pos >= 5) {
 		uint8_t *r = d->rx + pos, aad[13];
-		uint32_t len = (uint32_t)r[3] << 8 | r[4];
+		uint64_t seq = d->k[DIR_RX].seq + n;
+		uint32_t body;
+		int total = kg_dp_open_frame(&d->s, r, d->rx_len - pos, seq, &body, aad);
 
-		if (len > ct_max || len < (h - 5) + KG_DP_TAG + (d->tls13 ? 1 : 0)) {
+		if (total == KG_DP_REC_BAD_LEN) {
 			if (!n)
 				fatal(c, 22, "record_overflow", "client record of bad length");
 			break; /* the records before it first */
 		}
-		if (r[1] != 3 || (d->tls13 && r[0] != 23) || r[0] < 20 || r[0] > 23) {
+		if (total == KG_DP_REC_BAD_TYPE) {
 			if (!n)
 				fatal(c, 10, "unexpected_message", "client record of unexpected type");
 			break;
 		}
-		if (d->rx_len - pos < 5 + len)
+		if (total == KG_DP_REC_SHORT)
 			break;
-		uint32_t body = len - (h - 5) - KG_DP_TAG;
-		uint64_t seq = d->k[DIR_RX].seq + n;
-		if (d->tls13) {
-			memcpy(aad, r, 5);
-		} else {
-			put_be64(aad, seq);
-			aad[8] = r[0], aad[9] = r[1], aad[10] = r[2];
-			aad[11] = (uint8_t)(body >> 8), aad[12] = (uint8_t)body;
-		}
-		if (queue_op(c, DIR_RX, (uint16_t)n, r, d->pt + pos, h, body, aad,
-			     d->tls13 ? 5 : 13, seq) < 0) {
+		if (queue_op(c, DIR_RX, (uint16_t)n, &d->rxb, r, &d->ptb, d->pt + pos, body, aad,
+			     seq) < 0) {
 			if (n)
 				start_batch(c, DIR_RX, n);
 			c->w->stats.dpdk_fallbacks++;
 			kg_conn_close(c, "crypto_queue_full");
 			return 0;
 		}
-		pos += 5 + len;
+		pos += (uint32_t)total;
 		n++;
 	}
 	if (n) {
@@ -589,59 +456,36 @@ static void rx_pump(struct kg_conn *c)
 static void client_done_sending(struct kg_conn *c, const char *end)
 {
 	c->cli_eof = true;
-	set_end(c, end);
+	kg_conn_set_end(c, end);
 	if (c->dp->to_be.len == 0 && !c->be_send_busy)
 		shut(c, false);
-	maybe_finish(c);
-}
-
-static bool key_update_flood(struct kg_conn *c)
-{
-	struct kg_dpdk_conn *d = c->dp;
-	uint64_t now = kg_now_ms();
-
-	if (now - d->ku_window_ms >= 1000) {
-		d->ku_window_ms = now;
-		d->ku_count = 0;
-	}
-	if (++d->ku_count <= KG_DP_KEY_UPDATES_PER_S)
-		return false;
-	kg_peer_setf(c, KG_PEER_DETAIL, "more than %d TLS KeyUpdates in one second",
-		     KG_DP_KEY_UPDATES_PER_S);
-	kg_conn_close(c, "key_update_flood");
-	return true;
+	kg_relay_finish(c);
 }
 
 /* The client's KeyUpdate: next receive key; answer if it asks us to update. */
 static int rx_key_update(struct kg_conn *c, const uint8_t *m, uint32_t len)
 {
 	struct kg_dpdk_conn *d = c->dp;
-	uint8_t key[32];
-	int rc = -1;
+	void *old;
 
 	if (len != 5 || m[1] || m[2] || m[3] != 1 || m[4] > 1) {
 		fatal(c, 50, "client_tls_error", "malformed KeyUpdate");
 		return -1;
 	}
-	if (key_update_flood(c))
+	if (kg_conn_key_update_flood(c))
 		return -1;
 	c->w->stats.dpdk_key_updates++;
-	free_session(d->k[DIR_RX].sess);
-	d->k[DIR_RX].sess = NULL;
-	if (kg_tls13_step_secret(d->md, d->k[DIR_RX].secret, d->secret_len) == 0 &&
-	    kg_tls13_key_iv_md(d->md, d->k[DIR_RX].secret, d->secret_len, key,
-			       kg_ktls_key_len(d->cipher), d->k[DIR_RX].iv) == 0)
-		d->k[DIR_RX].sess = new_session(d, key, false);
-	OPENSSL_cleanse(key, sizeof(key));
-	d->k[DIR_RX].seq = 0;
-	if (!d->k[DIR_RX].sess) {
+	/* The batch is back: no operation uses the old session any more. */
+	int rc = kg_dp_rekey(kg_dpdk_g.dev, kg_dpdk_g.sessions, &d->s, d->md, d->secret_len,
+			     &d->k[DIR_RX], false, &old);
+	free_session(old);
+	if (rc < 0) {
 		kg_conn_close(c, "dpdk_rekey_failed");
 		return -1;
 	}
 	if (m[4] == 1) /* update_requested: ours goes out before any later data */
 		queue_ctrl(c, CTRL_KEY_UPDATE, 0, 0);
-	rc = 0;
-	return rc;
+	return 0;
 }
 
 /* One opened record: 1 to go on, 0 to stop this batch here, -1 closed. */
@@ -649,41 +493,37 @@ static int rx_record(struct kg_conn *c, uint8_t *r, uint8_t *pt, uint32_t *packe
 {
 	struct kg_dpdk_conn *d = c->dp;
 	unsigned h = hdr_len(d);
-	uint32_t len = ((uint32_t)r[3] << 8 | r[4]) - (h - 5) - KG_DP_TAG;
-	uint8_t *body = pt + h, type = r[0];
+	uint32_t len, body_len = ((uint32_t)r[3] << 8 | r[4]) - (h - 5) - KG_DP_TAG;
+	uint8_t *body = pt + h, type;
+	int rc = kg_dp_inner(&d->s, r[0], body, body_len, &len, &type);
 
-	if (d->tls13) { /* strip any padding; the last non-zero byte is the type */
-		while (len && body[len - 1] == 0)
-			len--;
-		if (!len) {
-			fatal(c, 10, "unexpected_message", "TLS 1.3 record without content type");
-			return -1;
-		}
-		type = body[--len];
+	if (rc == KG_DP_INNER_NO_TYPE) {
+		fatal(c, 10, "unexpected_message", "TLS 1.3 record without content type");
+		return -1;
+	}
+	if (rc == KG_DP_INNER_OVERFLOW) {
+		fatal(c, 22, "record_overflow", "client plaintext over 16 KiB");
+		return -1;
 	}
 	c->w->stats.dpdk_records_rx++;
 	switch (type) {
 	case 23:
-		if (len > KG_DP_PT_MAX) {
-			fatal(c, 22, "record_overflow", "client plaintext over 16 KiB");
-			return -1;
-		}
 		memmove(d->pt + *packed, body, len);
 		*packed += len;
 		return 1;
 	case 21:
 		if (len == 2 && body[1] == 0) { /* close_notify: the client is done sending */
 			c->cli_eof = true;
-			set_end(c, "client_eof");
+			kg_conn_set_end(c, "client_eof");
 			return 0;
 		}
 		kg_peer_setf(c, KG_PEER_DETAIL, "client sent alert %u", len == 2 ? body[1] : 0);
 		kg_conn_close(c, "client_alert");
 		return -1;
 	case 22:
-		if (d->tls13 && len >= 1 && body[0] == 24)
+		if (d->s.tls13 && len >= 1 && body[0] == 24)
 			return rx_key_update(c, body, len) < 0 ? -1 : 0;
-		if (!d->tls13) { /* renegotiation: refused with a warning, as OpenSSL does */
+		if (!d->s.tls13) { /* renegotiation: refused with a warning, as OpenSSL does */
 			fatal_at(c, 1, 100, "client_tls_error", "client tried to renegotiate");
 			return -1;
 		}
@@ -799,12 +639,8 @@ void kg_relay_dpdk_on_cqe(struct kg_conn *c, int op, int res)
 			tx_pump(c);
 		return;
 	case KG_OP_CLI_SHUT:
-		c->cli_shut_done = true;
-		maybe_finish(c);
-		return;
 	case KG_OP_BE_SHUT:
-		c->be_shut_done = true;
-		maybe_finish(c);
+		kg_relay_on_shut(c, op);
 		return;
 	default:
 		return;
@@ -818,7 +654,7 @@ static int keys_from(struct kg_dpdk_conn *d, int dir, const union kg_crypto_info
 {
 	const uint8_t *key, *seq;
 
-	switch (d->cipher) {
+	switch (d->s.cipher) {
 	case TLS_CIPHER_AES_GCM_128:
 		key = ci->aes128.key, seq = ci->aes128.rec_seq;
 		memcpy(d->k[dir].iv, ci->aes128.salt, 4);
@@ -858,17 +694,19 @@ int kg_dpdk_hand_off(struct kg_conn *c, const struct kg_ktls_params *p,
 		return -1;
 	}
 	c->dp = d;
-	d->tls13 = p->tls13;
-	d->cipher = p->tx.info.cipher_type;
+	d->s.tls13 = p->tls13;
+	d->s.cipher = p->tx.info.cipher_type;
 	d->secret_len = s->secret_len;
 	snprintf(d->md, sizeof(d->md), "%s", md ? md : "");
-	d->rx = malloc(KG_DP_RX_CAP);
-	d->pt = malloc(KG_DP_RX_CAP);
-	d->tx = malloc(KG_DP_SLOTS * KG_DP_SLOT);
-	if (!d->rx || !d->pt || !d->tx) {
-		snprintf(why, whylen, "out of memory");
+	/* Heap for software PMDs (IOVA as VA); device memory for the others. */
+	struct rte_mempool *pool = c->w->dp->bufs;
+	if (kg_dp_buf_get(&d->rxb, pool) < 0 || kg_dp_buf_get(&d->ptb, pool) < 0 ||
+	    kg_dp_buf_get(&d->txb, pool) < 0) {
+		snprintf(why, whylen, pool ? "no DMA-safe record buffers left" : "out of memory");
 		goto fail;
 	}
+	d->rx = d->rxb.p, d->pt = d->ptb.p, d->tx = d->txb.p;
+	d->ctrl = d->tx + KG_DP_CTRL_OFF;
 	if (keys_from(d, DIR_TX, &p->tx, p->tls13 ? s->server : NULL) < 0 ||
 	    keys_from(d, DIR_RX, &p->rx, p->tls13 ? s->client : NULL) < 0) {
 		snprintf(why, whylen, "cryptodev session: %s", rte_strerror(rte_errno));
@@ -900,13 +738,9 @@ void kg_dpdk_conn_free(struct kg_conn *c)
 		free_session(d->k[i].sess);
 		free_session(d->b[i].old_sess);
 	}
-	if (d->pt)
-		OPENSSL_cleanse(d->pt, KG_DP_RX_CAP);
-	if (d->tx)
-		OPENSSL_cleanse(d->tx, KG_DP_SLOTS * KG_DP_SLOT);
-	free(d->rx);
-	free(d->pt);
-	free(d->tx);
+	kg_dp_buf_put(&d->rxb);
+	kg_dp_buf_put(&d->ptb);
+	kg_dp_buf_put(&d->txb);
 	OPENSSL_cleanse(d, sizeof(*d));
 	free(d);
 	c->dp = NULL;

@@ -77,19 +77,6 @@ static void wait_readable(struct kg_conn *c, struct kg_splice_dir *d)
 	poll_fd(c, d, d->src, POLLIN | POLLRDHUP, KG_SP_POLL_IN);
 }
 
-static void maybe_finish(struct kg_conn *c)
-{
-	if (c->sp->c2b.step == KG_SP_DONE && c->sp->b2c.step == KG_SP_DONE &&
-	    c->be_shut_done && c->cli_shut_done)
-		kg_conn_close(c, NULL);
-}
-
-static void set_end(struct kg_conn *c, const char *end)
-{
-	if (!c->end)
-		c->end = end;
-}
-
 /* A direction's control record buffer, allocated the first time one is needed. */
 static struct kg_ktls_ctrl *ctrl_of(struct kg_conn *c, struct kg_splice_dir *d)
 {
@@ -137,7 +124,7 @@ static void c2b_eof(struct kg_conn *c)
 {
 	c->sp->c2b.step = KG_SP_DONE;
 	c->cli_eof = true;
-	set_end(c, "client_eof");
+	kg_conn_set_end(c, "client_eof");
 	if (c->sp->be_ktls)
 		send_close_notify(c, &c->sp->c2b);
 	else
@@ -149,7 +136,7 @@ static void b2c_eof(struct kg_conn *c)
 {
 	c->sp->b2c.step = KG_SP_DONE;
 	c->be_eof = true;
-	set_end(c, "backend_eof");
+	kg_conn_set_end(c, "backend_eof");
 	if (c->sp->cli_ktls)
 		send_close_notify(c, &c->sp->b2c);
 	else
@@ -179,26 +166,6 @@ static int record_type(struct msghdr *msg)
 		if (cm->cmsg_level == SOL_TLS && cm->cmsg_type == TLS_GET_RECORD_TYPE)
 			return *CMSG_DATA(cm);
 	return TLS_RT_DATA;
-}
-
-#define KG_MAX_KEY_UPDATES_PER_S 8 /* as on the userspace relay */
-
-/* True (and closing) when the client sends more than the userspace relay
- * allows: each one costs us a derivation and a setsockopt. */
-static bool key_update_flood(struct kg_conn *c)
-{
-	uint64_t now = kg_now_ms();
-
-	if (now - c->key_update_window_ms >= 1000) {
-		c->key_update_window_ms = now;
-		c->key_updates = 0;
-	}
-	if (++c->key_updates <= KG_MAX_KEY_UPDATES_PER_S)
-		return false;
-	kg_peer_setf(c, KG_PEER_DETAIL, "more than %d TLS KeyUpdates in one second",
-		     KG_MAX_KEY_UPDATES_PER_S);
-	kg_conn_close(c, "key_update_flood");
-	return true;
 }
 
 static void rekey_failed(struct kg_conn *c, const char *why)
@@ -245,7 +212,7 @@ static void client_key_update(struct kg_conn *c, size_t len)
 	bool requested;
 	char why[160];
 
-	if (key_update_flood(c))
+	if (kg_conn_key_update_flood(c))
 		return;
 	if (kg_ktls_key_update_parse(c->sp->ctrl->data, len, &requested) < 0) {
 		rekey_failed(c, "KeyUpdate: malformed message");
@@ -541,12 +508,8 @@ void kg_relay_splice_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 		kg_conn_shutdown_wr(c, c->bfd, KG_OP_BE_SHUT);
 		return;
 	case KG_OP_CLI_SHUT:
-		c->cli_shut_done = true;
-		maybe_finish(c);
-		return;
 	case KG_OP_BE_SHUT:
-		c->be_shut_done = true;
-		maybe_finish(c);
+		kg_relay_on_shut(c, op);
 		return;
 	default:
 		return;

@@ -7,11 +7,6 @@
 #include "conn.h"
 #include "log.h"
 
-/* Each TLS 1.3 KeyUpdate costs us two key derivations (~30 us here) for ~27
- * bytes from the client: a stream of them keeps a worker busy for every
- * connection it serves. Real clients update once per many gigabytes. */
-#define KG_MAX_KEY_UPDATES_PER_S 8
-
 static void maybe_finish(struct kg_conn *c)
 {
 	if (c->cli_eof && c->be_shut_done && c->be_eof && c->cli_shut_done)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import tlsclient
-from conftest import control
+from conftest import BIN, control
 
 MIB = 1 << 20
 
@@ -78,6 +78,17 @@ def test_tls12_64_mib_each_way(pki, dpdk_daemon, suite):
     assert "path=dpdk" in line and f"bytes_out={64 * MIB}" in line, line
 
 
+def echo_sizes(s, sizes):
+    """Each size as one write, its echo read back whole and compared."""
+    for size in sizes:
+        payload = os.urandom(size)
+        s.sendall(payload)
+        got = b""
+        while len(got) < size:
+            got += s.recv(65536)
+        assert got == payload, size
+
+
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
                          ids=["tls12", "tls13"])
 def test_record_boundaries(pki, dpdk_daemon, version):
@@ -85,13 +96,7 @@ def test_record_boundaries(pki, dpdk_daemon, version):
     d, port = dpdk_daemon()
     s = tlsclient.connect(tlsclient.context(pki, version=version), port)
     s.settimeout(20)
-    for size in (1, 16384, 16385, 3 * 16384 + 7):
-        payload = os.urandom(size)
-        s.sendall(payload)
-        got = b""
-        while len(got) < size:
-            got += s.recv(65536)
-        assert got == payload, size
+    echo_sizes(s, (1, 16384, 16385, 3 * 16384 + 7))
     ones = os.urandom(300)
     for b in ones:  # 300 one-byte records
         s.sendall(bytes([b]))
@@ -271,5 +276,77 @@ def test_curl_through_the_engine(pki, start_config, http_backend):
             args[3:3] = ["--tls-max", "1.2"]
         out = subprocess.run(args, capture_output=True, text=True, timeout=20)
         assert out.returncode == 0 and out.stdout == "hello", out.stderr
+    lines = d.wait_access(2)
+    assert all("path=dpdk" in l for l in lines[-2:]), lines
+
+
+SIZED = CONFIG.replace("  workers: 2\n", "  workers: 2\n  dpdk_memory_mb: 96\n  dpdk_queue_depth: 512\n")
+
+
+def start_sized(start_config, backend, **env):
+    """The engine with dpdk_memory_mb / dpdk_queue_depth set (and env for the
+    daemon): (Daemon, port) once ready; skips when the build has no DPDK."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        d, port, _ = start_config(SIZED, ready=False, backend=backend, suites=":".join(SUITES13))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    deadline = time.time() + 20
+    while time.time() < deadline and " ready " not in d.text() and d.proc.poll() is None:
+        time.sleep(0.05)
+    if d.proc.poll() is not None and "built without DPDK" in d.text():
+        pytest.skip("this build has DPDK off (-Ddpdk=disabled)")
+    assert " ready " in d.text(), d.text()[-3000:]
+    return d, port
+
+
+def test_memory_and_queue_depth_reach_eal(pki, start_config, echo_backend):
+    """dpdk_memory_mb and dpdk_queue_depth are what EAL and the queue pairs get."""
+    d, port = start_sized(start_config, echo_backend.addr)
+    setup = [l for l in d.text().splitlines() if " dpdk_setup " in l]
+    assert setup, d.text()[-3000:]
+    assert "memory_mb=96 " in setup[0] and "queue_depth=512 " in setup[0], setup[0]
+    # crypto_aesni_mb is a software PMD: heap buffers, IOVA as VA.
+    assert "buffers=heap" in setup[0], setup[0]
+    ok, _ = tlsclient.echo_transfer(tlsclient.context(pki), port, 4 * MIB)
+    assert ok
+
+
+@pytest.mark.parametrize("value,message", [
+    ("dpdk_memory_mb: 16", "dpdk_memory_mb: must be from 64 to 65536"),
+    ("dpdk_queue_depth: 3000", "dpdk_queue_depth: must be a power of two"),
+    ("dpdk_queue_depth: 1048576", "dpdk_queue_depth: must be from 64 to 32768"),
+])
+def test_bad_memory_or_depth_refused(pki, tmp_path, value, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(CONFIG.format(port=1, pki=pki, backend="127.0.0.1:1", suites="x")
+                    .replace("  workers: 2\n", f"  workers: 2\n  {value}\n"))
+    r = subprocess.run([BIN, "--config", str(path), "--check"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0
+    assert f"{path}:5:" in r.stderr and message in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                         ids=["tls12", "tls13"])
+def test_dma_safe_buffer_path_moves_the_same_bytes(pki, start_config, echo_backend, version):
+    """The hardware PMDs' buffer path (mempool objects with their own IOVA),
+    forced on the software PMD: every byte comes back, record sizes from 1 B
+    to several 16 KiB records, 16 MiB each way."""
+    d, port = start_sized(start_config, echo_backend.addr, KTLSGATE_TEST_DPDK_DMA_BUFFERS="1")
+    setup = [l for l in d.text().splitlines() if " dpdk_setup " in l][0]
+    assert "buffers=dma" in setup and "buffers_per_worker=" in setup, setup
+    ok, _ = tlsclient.echo_transfer(tlsclient.context(pki, version=version), port, 16 * MIB)
+    assert ok
+    s = tlsclient.connect(tlsclient.context(pki, version=version), port)
+    s.settimeout(20)
+    echo_sizes(s, (1, 16384, 16385, 3 * 16384 + 7))
+    s.unwrap()
+    s.close()
     lines = d.wait_access(2)
     assert all("path=dpdk" in l for l in lines[-2:]), lines

@@ -104,6 +104,7 @@ static void test_example(const char *example)
 	CHECK(c.handshake_timeout_ms == 10000 && c.idle_timeout_ms == 300000);
 	CHECK(c.connect_timeout_ms == 5000 && c.drain_timeout_ms == 30000);
 	CHECK(c.kill_revoked_on_crl_update);
+	CHECK(c.dpdk_memory_mb == 128 && c.dpdk_queue_depth == 4096);
 	CHECK(c.nlisteners == 2);
 	if (c.nlisteners != 2)
 		goto out;
@@ -328,6 +329,8 @@ static void test_record_engine(void)
 	if (load("global:\n"
 		 "  record_engine: openssl\n"
 		 "  dpdk_vdevs: [crypto_aesni_mb, \"crypto_null\"]\n"
+		 "  dpdk_memory_mb: 256\n"
+		 "  dpdk_queue_depth: 1024\n"
 		 L1
 		 "  - listen: \"127.0.0.1:8444\"\n"
 		 "    identities: [{ cert: c.pem, key: c.key }]\n"
@@ -340,6 +343,7 @@ static void test_record_engine(void)
 	}
 	CHECK(c.record_engine == KG_ENGINE_OPENSSL && c.record_engine_at.line == 2);
 	CHECK_STR(c.dpdk_vdevs, "crypto_aesni_mb,crypto_null");
+	CHECK(c.dpdk_memory_mb == 256 && c.dpdk_queue_depth == 1024);
 	CHECK(c.nlisteners == 2);
 	CHECK(c.listeners[0].record_engine == KG_ENGINE_OPENSSL);
 	CHECK(c.listeners[1].record_engine == KG_ENGINE_DPDK);
@@ -351,6 +355,7 @@ static void test_record_engine(void)
 
 	if (load(L1, &c, err, sizeof(err)) == 0) {
 		CHECK(c.record_engine == KG_ENGINE_AUTO && c.dpdk_vdevs == NULL);
+		CHECK(c.dpdk_memory_mb == 128 && c.dpdk_queue_depth == 4096);
 		CHECK(c.listeners[0].record_engine == KG_ENGINE_AUTO);
 		kg_config_free(&c);
 	} else {
@@ -376,6 +381,18 @@ static void test_errors(void)
 	ERR("global:\n  dpdk_vdevs: []\n" L1, "2:15: dpdk_vdevs: must not be an empty list");
 	ERR("global:\n  dpdk_vdevs: \"a,b\"\n" L1,
 	    "2:15: dpdk_vdevs: expected a vdev name such as crypto_aesni_mb");
+	ERR("global:\n  dpdk_memory_mb: 32\n" L1, "2:19: dpdk_memory_mb: must be from 64 to 65536");
+	ERR("global:\n  dpdk_memory_mb: 100000\n" L1,
+	    "2:19: dpdk_memory_mb: must be from 64 to 65536");
+	ERR("global:\n  dpdk_memory_mb: 1G\n" L1,
+	    "2:19: dpdk_memory_mb: expected an integer, got a string");
+	ERR("global:\n  dpdk_queue_depth: 16\n" L1,
+	    "2:21: dpdk_queue_depth: must be from 64 to 32768");
+	ERR("global:\n  dpdk_queue_depth: 65536\n" L1,
+	    "2:21: dpdk_queue_depth: must be from 64 to 32768");
+	ERR("global:\n  dpdk_queue_depth: 1000\n" L1,
+	    "2:21: dpdk_queue_depth: must be a power of two, such as 4096");
+	ERR("global:\n  dpdk_queue_depth: -1\n" L1, "2:21: dpdk_queue_depth: must not be negative");
 	ERR("global:\n  log: { format: xml }\n" L1,
 	    "2:18: format: expected text or json, got 'xml'");
 	ERR("global:\n  log: { format: text, format: json }\n" L1,
