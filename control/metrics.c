@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "session_cache.h"
+
 static void head(FILE *f, const char *name, const char *type, const char *help)
 {
 	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -96,6 +98,24 @@ static void dpdk_counters(FILE *f, const struct kg_worker_stats *s)
 		"Batches that waited for room in a worker's crypto queue.", s->dpdk_queue_waits);
 }
 
+/* The process-wide session cache: lookups by outcome, evictions, size. */
+static void session_cache(FILE *f, const struct kg_worker_stats *s)
+{
+	head(f, "ktlsgate_session_cache_lookups_total", "counter",
+	     "Session cache lookups by result (refused: another site, rule, CRL or CA set).");
+	fprintf(f, "ktlsgate_session_cache_lookups_total{result=\"hit\"} %llu\n",
+		(unsigned long long)s->session_cache_hits);
+	fprintf(f, "ktlsgate_session_cache_lookups_total{result=\"miss\"} %llu\n",
+		(unsigned long long)s->session_cache_misses);
+	fprintf(f, "ktlsgate_session_cache_lookups_total{result=\"refused\"} %llu\n",
+		(unsigned long long)s->session_cache_refused);
+	counter(f, "ktlsgate_session_cache_evictions_total",
+		"Cached sessions pushed out by newer ones (global.session_cache full).",
+		s->session_cache_evictions);
+	head(f, "ktlsgate_session_cache_entries", "gauge", "Sessions in the session cache now.");
+	fprintf(f, "ktlsgate_session_cache_entries %u\n", kg_scache_count());
+}
+
 static void counters(FILE *f, const struct kg_worker_stats *s)
 {
 	head(f, "ktlsgate_connections_active", "gauge", "Connections open now.");
@@ -107,6 +127,7 @@ static void counters(FILE *f, const struct kg_worker_stats *s)
 	counter(f, "ktlsgate_verify_cache_hits_total",
 		"Full handshakes whose client chain verdict came from the verification cache.",
 		s->verify_cache_hits);
+	session_cache(f, s);
 	refusals(f, s);
 	counter(f, "ktlsgate_upstream_handshakes_total", "TLS handshakes with backends (backend_tls).",
 		s->upstream_handshakes);
