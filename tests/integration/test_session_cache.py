@@ -12,7 +12,7 @@ import time
 import pytest
 
 import tlsclient
-from conftest import BIN, free_port, resumption_yaml
+from conftest import BIN, SANITIZED, free_port, resumption_yaml
 
 V12 = ssl.TLSVersion.TLSv1_2
 V13 = ssl.TLSVersion.TLSv1_3
@@ -113,7 +113,8 @@ def test_cache_memory_stays_bounded(pki, echo_backend, start_config):
     counts, entries, _ = cache_stats(d)
     assert entries == 16 and counts["evictions"] == 800 - 16, (counts, entries)
     # 600 sessions kept (a client certificate each) would be well over 1 MiB.
-    assert rss_kib() - before < 512, "memory grew with evicted sessions"
+    # ASan keeps freed memory in quarantine: there its leak check at exit counts.
+    assert SANITIZED or rss_kib() - before < 512, "memory grew with evicted sessions"
 
 
 def test_sessions_expire_after_session_timeout(pki, echo_backend, start_config):
