@@ -268,7 +268,11 @@ static SSL_TICKET_RETURN ticket_cb(SSL *ssl, SSL_SESSION *sess, const unsigned c
 	if (!c || !SSL_SESSION_get0_ticket_appdata(sess, &data, &len) ||
 	    !kg_sess_tag_decode(data, len, &tag) || !may_resume(c, sess, &tag))
 		return SSL_TICKET_RETURN_IGNORE_RENEW;
-	return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+	/* TLS 1.3 clients use a ticket once (RFC 8446 §C.4; OpenSSL's own
+	 * client does): without a fresh one, every other handshake is full. */
+	if (status == SSL_TICKET_SUCCESS_RENEW || SSL_version(ssl) == TLS1_3_VERSION)
+		return SSL_TICKET_RETURN_USE_RENEW;
+	return SSL_TICKET_RETURN_USE;
 }
 
 /* The session cache (session_cache.h): OpenSSL hands over every new server

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import tlsclient
-from conftest import BIN, SANITIZED, free_port, resumption_yaml
+from conftest import BIN, SANITIZED, free_port, resumption_args, resumption_yaml
 
 V12 = ssl.TLSVersion.TLSv1_2
 V13 = ssl.TLSVersion.TLSv1_3
@@ -206,3 +206,30 @@ def test_session_keys_are_bounds_checked(pki, tmp_path, line, message):
                        timeout=20)
     assert r.returncode == 2
     assert re.search(r"s\.yaml:4:\d+: " + message, r.stderr), r.stderr
+
+
+@pytest.mark.parametrize("version", ["1.3", "1.2"])
+def test_a_client_that_uses_each_ticket_once_keeps_resuming(pki, start_daemon, resumption, version):
+    """ktlsgate-bench keeps only the newest session per slot, as clients that
+    use a TLS 1.3 ticket once do: every resumption must bring a fresh one,
+    or every other handshake is a full one (tickets mode did that before)."""
+    import json
+    import os
+    bench = os.path.join(os.path.dirname(BIN), "bench")
+    backend = subprocess.Popen([f"{bench}/bench-backend", "--listen", f"127.0.0.1:{free_port()}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        addr = backend.args[2]
+        time.sleep(0.3)
+        d, port = start_daemon(addr, *resumption_args(resumption))
+        r = subprocess.run([f"{bench}/ktlsgate-bench", "--target", f"127.0.0.1:{port}",
+                            "--cert", f"{pki}/client-chain.crt", "--key", f"{pki}/client.key",
+                            "--sni", "localhost", "--mode", "resume", "-c", "1", "-n", "8",
+                            "-w", "0", "--tls", version, "--json"],
+                           capture_output=True, text=True, timeout=60)
+        out = json.loads(r.stdout)
+        # -n counts finished exchanges; a slot may start one more handshake.
+        assert out["ok"] >= 8 and out["full"] == 1 and out["resumed"] >= 7, out
+    finally:
+        backend.kill()
+        backend.wait()
