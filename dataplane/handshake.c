@@ -275,6 +275,19 @@ static SSL_TICKET_RETURN ticket_cb(SSL *ssl, SSL_SESSION *sess, const unsigned c
 	return SSL_TICKET_RETURN_USE;
 }
 
+/* The client's intermediates, which OpenSSL keeps in the session for
+ * SSL_get_peer_cert_chain: verification is over, nothing of ours reads
+ * them again and a resumption checks only the leaf. Parsed, each is ~5 KiB
+ * that a cached session would otherwise hold for session_timeout. */
+static void drop_peer_chain(SSL *ssl, SSL_SESSION *sess)
+{
+	STACK_OF(X509) *chain = SSL_get_session(ssl) == sess ? SSL_get_peer_cert_chain(ssl) : NULL;
+	X509 *x;
+
+	while (chain && (x = sk_X509_pop(chain)) != NULL)
+		X509_free(x);
+}
+
 /* The session cache (session_cache.h): OpenSSL hands over every new server
  * session (TLS 1.3: the one its stateful ticket names by id). */
 static int sess_new_cb(SSL *ssl, SSL_SESSION *sess)
@@ -284,8 +297,9 @@ static int sess_new_cb(SSL *ssl, SSL_SESSION *sess)
 	unsigned evicted;
 	bool kept;
 
-	if (!c || !c->route)
+	if (!c || !c->route || !c->gen->cfg.session_cache)
 		return 0;
+	drop_peer_chain(ssl, sess);
 	tag_of(c, &tag);
 	kept = kg_scache_put(sess, &tag, c->gen->cfg.session_cache, &evicted);
 	c->w->stats.session_cache_evictions += evicted;

@@ -233,3 +233,25 @@ def test_a_client_that_uses_each_ticket_once_keeps_resuming(pki, start_daemon, r
     finally:
         backend.kill()
         backend.wait()
+
+
+@pytest.mark.skipif(SANITIZED, reason="ASan's allocator and quarantine change RSS")
+def test_cached_session_keeps_only_the_leaf(pki, echo_backend, start_config):
+    """A cached session holds the client's parsed leaf, not its intermediates
+    (nothing reads them after verification): ~7 KiB a session, not ~11."""
+    d, port, _, _ = start(start_config, pki, echo_backend)
+    ctx = tlsclient.context(pki, version=V13)
+
+    def rss_kib():
+        with open(f"/proc/{d.proc.pid}/status") as f:
+            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+    for _ in range(100):
+        session_of(ctx, port)
+    before = rss_kib()
+    for _ in range(600):
+        session_of(ctx, port)
+    per = (rss_kib() - before) * 1024 / 600
+    print("bytes per cached session", per)
+    assert cache_stats(d)[1] == 700
+    assert per < 9 * 1024, per
