@@ -591,9 +591,11 @@ bool kg_tls_trust_revokes(const struct kg_client_trust *t, X509 *x)
 	return false;
 }
 
-/* The CA set's fingerprint; any change to it (a CA added, replaced or
- * removed) makes the site's sessions from before it unresumable. */
-static int digest_cas(struct kg_client_trust *t)
+/* The trust's fingerprint: any change to its CAs or CRLs makes the site's
+ * sessions from before it unresumable. A session keeps only the client's
+ * leaf, so a new CRL that revokes an intermediate could not be checked
+ * against it: such clients go through a full handshake once. */
+static int digest_trust(struct kg_client_trust *t)
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned char one[EVP_MAX_MD_SIZE];
@@ -603,7 +605,10 @@ static int digest_cas(struct kg_client_trust *t)
 	for (int i = 0; ok && i < sk_X509_num(t->cas); i++)
 		ok = X509_digest(sk_X509_value(t->cas, i), EVP_sha256(), one, &n) &&
 		     EVP_DigestUpdate(md, one, n);
-	ok = ok && EVP_DigestFinal_ex(md, t->ca_digest, NULL);
+	for (int i = 0; ok && i < sk_X509_CRL_num(t->crls); i++)
+		ok = X509_CRL_digest(sk_X509_CRL_value(t->crls, i), EVP_sha256(), one, &n) &&
+		     EVP_DigestUpdate(md, one, n);
+	ok = ok && EVP_DigestFinal_ex(md, t->digest, NULL);
 	EVP_MD_CTX_free(md);
 	return ok ? 0 : -1;
 }
@@ -639,8 +644,8 @@ int kg_tls_trust_new(const struct kg_auth_spec *a, struct kg_client_trust *t, ch
 			goto fail;
 	if (check_crl_coverage(t, a, err, errlen) < 0)
 		goto fail;
-	if (digest_cas(t) < 0) {
-		snprintf(err, errlen, "cannot digest the client CAs: %s", ossl_reason());
+	if (digest_trust(t) < 0) {
+		snprintf(err, errlen, "cannot digest the client CAs and CRLs: %s", ossl_reason());
 		goto fail;
 	}
 	if (a->ncrls)

@@ -213,15 +213,16 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
 static void tag_of(const struct kg_conn *c, struct kg_sess_tag *tag)
 {
 	tag->listener = c->lrt->index;
-	memcpy(tag->trust, c->route->site->trust.ca_digest, sizeof(tag->trust));
+	memcpy(tag->trust, c->route->site->trust.digest, sizeof(tag->trust));
 	snprintf(tag->sni, sizeof(tag->sni), "%s", kg_peer_get(c, KG_PEER_SNI));
 }
 
 /* A session (from a ticket or the cache) resumes only where a full
- * handshake would pass today: same listener and site, the site still trusts
- * the same client CAs, the session has not outlived session_timeout, the
- * certificate it carries still passes the site's rules and no CRL of the
- * current generation revokes it. */
+ * handshake would pass today: same listener and site, the site still has
+ * the same client CAs and CRLs (a CRL update re-verifies every client
+ * once: the session keeps no intermediates to check), the session has not
+ * outlived session_timeout, and the certificate it carries still passes the
+ * site's rules and is not revoked. */
 static bool may_resume(const struct kg_conn *c, SSL_SESSION *sess, const struct kg_sess_tag *tag)
 {
 	const struct kg_site *site = c->route->site;
@@ -230,7 +231,7 @@ static bool may_resume(const struct kg_conn *c, SSL_SESSION *sess, const struct 
 
 	if (tag->listener != c->lrt->index ||
 	    kg_listener_route(c->lrt, tag->sni[0] ? tag->sni : NULL) != c->route ||
-	    memcmp(tag->trust, site->trust.ca_digest, sizeof(tag->trust)) != 0)
+	    memcmp(tag->trust, site->trust.digest, sizeof(tag->trust)) != 0)
 		return false;
 	if ((int64_t)SSL_SESSION_get_time(sess) + SSL_SESSION_get_timeout(sess) <= (int64_t)time(NULL))
 		return false;

@@ -17,10 +17,10 @@
 #include <stdint.h>
 
 #define KG_SESS_SNI_MAX 256
-#define KG_SESS_TRUST_LEN 32 /* SHA-256 of the site's client CA set */
+#define KG_SESS_TRUST_LEN 32 /* SHA-256 of the site's client CAs and CRLs */
 
 /* Where a session was established: a session resumes only on the same
- * listener and SNI route, while the site trusts the same client CAs. Also
+ * listener and SNI route, while the site has the same client CAs and CRLs. Also
  * the ticket's appdata in session_tickets mode (see kg_sess_tag_encode). */
 struct kg_sess_tag {
 	uint32_t listener;

@@ -190,6 +190,22 @@ def test_client_ca_change_blocks_resumption(pki, echo_backend, start_config):
     assert counts["refused"] == 1, counts
 
 
+@pytest.mark.parametrize("version", [V12, V13], ids=["tls12", "tls13"])
+def test_crl_update_reverifies_once(pki, echo_backend, start_config, resumption, version):
+    """A session keeps only the client's leaf: after any change of the site's
+    CRLs (here one that revokes nobody) a client is verified in full once,
+    so a newly revoked intermediate cannot slip through; then it resumes."""
+    d, port, path, fields = start(start_config, pki, echo_backend,
+                                  extra=resumption_yaml(resumption))
+    ctx = tlsclient.context(pki, version=version)
+    session = session_of(ctx, port)
+    rewrite(path, pki, port, **{**fields, "rules": f'    crl: "{pki}/crl-bundle.pem"\n'})
+    assert d.ctl("reload")["ok"]
+    ok, info = tlsclient.echo_transfer(ctx, port, 64, session=session)
+    assert ok and not info["reused"], "another CRL set: a full handshake"
+    assert resumes(ctx, port, info["session"]), "the new session resumes"
+
+
 @pytest.mark.parametrize("line,message", [
     ("session_cache: -1", r"session_cache: must not be negative"),
     ("session_cache: 1000001", r"session_cache: must be from 0 to 1000000"),
