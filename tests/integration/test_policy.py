@@ -227,11 +227,12 @@ def test_sni_rsa_and_ecdsa_for_the_default_name(pki, echo_backend, start_config)
         assert ok and info["cipher"] == ciphers
 
 
-def test_session_does_not_cross_sites(pki, echo_backend, start_config, resumption):
+@pytest.mark.parametrize("version", [V12, V13], ids=["tls12", "tls13"])
+def test_session_does_not_cross_sites(pki, echo_backend, start_config, resumption, version):
     text = SNI.replace('client_ca: "{pki}/other-ca.crt"', 'client_ca: "{pki}/client-ca.pem"')
     text = text.replace("  workers: 2\n", "  workers: 2\n" + resumption_yaml(resumption))
     d, port, _ = start_config(text, backend=echo_backend.addr, other_backend=echo_backend.addr)
-    ctx = tlsclient.context(pki, version=V13)
+    ctx = tlsclient.context(pki, version=version)
     ctx.check_hostname = False
     ok, first = tlsclient.echo_transfer(ctx, port, 100, sni="alpha.test")
     assert ok
