@@ -26,6 +26,8 @@ void kg_config_defaults(struct kg_config *c)
 	c->connect_timeout_ms = 5000;
 	c->drain_timeout_ms = 30000;
 	c->ticket_key_rotation_ms = 3600 * 1000;
+	c->session_cache = 20000;
+	c->session_timeout_s = 300;
 	c->kill_revoked_on_crl_update = true;
 	c->dpdk_memory_mb = KG_DPDK_MEMORY_MB_DEFAULT;
 	c->dpdk_queue_depth = KG_DPDK_QUEUE_DEPTH_DEFAULT;

@@ -191,6 +191,9 @@ struct kg_config {
 	unsigned handshake_timeout_ms, idle_timeout_ms, connect_timeout_ms, drain_timeout_ms;
 	unsigned ticket_key_rotation_ms; /* session ticket key lifetime; the previous key
 					  * still decrypts for one more interval */
+	unsigned session_cache;     /* sessions kept for resumption, whole process; 0: none */
+	unsigned session_timeout_s; /* how long a session (cached or ticket) resumes */
+	bool session_tickets;       /* stateless tickets instead of the session cache */
 	bool kill_revoked_on_crl_update;
 	struct kg_listener_spec *listeners;
 	size_t nlisteners;

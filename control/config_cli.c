@@ -148,6 +148,7 @@ int kg_config_from_options(const struct kg_options *o, struct kg_config *c, char
 	c->record_engine_at = (struct kg_where){ .key = "--record-engine" };
 	c->max_conns = o->max_conns;
 	c->max_conns_per_source = o->max_conns_per_source;
+	c->session_tickets = o->session_tickets;
 	c->handshake_timeout_ms = o->handshake_timeout_ms;
 	c->idle_timeout_ms = o->idle_timeout_ms;
 	c->connect_timeout_ms = o->connect_timeout_ms;

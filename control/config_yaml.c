@@ -942,6 +942,32 @@ static int g_ticket_rotation(struct yctx *y, const struct ynode *v, const char *
 	return *ms < 1000 ? fail(y, v, key, "at least 1s") : 0;
 }
 
+/* nginx's ssl_session_cache / HAProxy's tune.ssl.cachesize: entries, not
+ * bytes: a cached session holds its parsed client certificate, ~7 KiB
+ * for an ECDSA leaf (its intermediates are dropped), ~130 MiB for 20000. */
+static int g_session_cache(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_uint(y, v, key, 0, 1000000, &((struct kg_config *)obj)->session_cache);
+}
+
+/* RFC 8446 §4.6.1: a ticket lives at most 7 days. */
+static int g_session_timeout(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	unsigned ms;
+
+	if (set_duration(y, v, key, &ms) < 0)
+		return -1;
+	if (ms < 1000 || ms % 1000)
+		return fail(y, v, key, "whole seconds, at least 1s");
+	((struct kg_config *)obj)->session_timeout_s = ms / 1000;
+	return 0;
+}
+
+static int g_session_tickets(struct yctx *y, const struct ynode *v, const char *key, void *obj)
+{
+	return set_bool(y, v, key, &((struct kg_config *)obj)->session_tickets);
+}
+
 static int g_kill_revoked(struct yctx *y, const struct ynode *v, const char *key, void *obj)
 {
 	return set_bool(y, v, key, &((struct kg_config *)obj)->kill_revoked_on_crl_update);
@@ -957,6 +983,8 @@ static const struct ykey global_keys[] = {
 	{ "max_connections_per_source", g_max_per_source },
 	{ "kill_revoked_on_crl_update", g_kill_revoked },
 	{ "ticket_key_rotation", g_ticket_rotation },
+	{ "session_cache", g_session_cache }, { "session_timeout", g_session_timeout },
+	{ "session_tickets", g_session_tickets },
 };
 
 /* ---- rules ---- */

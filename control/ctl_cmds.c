@@ -13,6 +13,7 @@
 #include "conn.h"
 #include "ctl_server.h"
 #include "metrics.h"
+#include "session_cache.h"
 #include "sockview.h"
 
 static json_t *ok(void)
@@ -123,7 +124,8 @@ static json_t *stats_json(const struct kg_worker_stats *s)
 	for (int r = 0; r < KG_REFUSAL_COUNT; r++)
 		json_object_set_new(refused, kg_refusal_names[r], json_integer((json_int_t)s->refused[r]));
 	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:o,"
-			 " s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:I, s:o, s:I}",
+			 " s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:I, s:o, s:I,"
+			 " s:{s:I, s:I, s:I, s:I}}",
 			 "conns_active", (json_int_t)s->conns_active,
 			 "conns_total", (json_int_t)s->conns_total,
 			 "handshakes_ok", (json_int_t)s->handshakes_ok,
@@ -142,7 +144,11 @@ static json_t *stats_json(const struct kg_worker_stats *s)
 			 "backend_failures", (json_int_t)s->backend_failures,
 			 "conn_limit_hits", (json_int_t)s->conn_limit_hits,
 			 "upstream", upstream_json(s),
-			 "verify_cache_hits", (json_int_t)s->verify_cache_hits);
+			 "verify_cache_hits", (json_int_t)s->verify_cache_hits,
+			 "session_cache", "hits", (json_int_t)s->session_cache_hits,
+			 "misses", (json_int_t)s->session_cache_misses,
+			 "refused", (json_int_t)s->session_cache_refused,
+			 "evictions", (json_int_t)s->session_cache_evictions);
 }
 
 static json_t *cmd_show_stats(struct kg_daemon *d, json_t *req)
@@ -157,7 +163,8 @@ static json_t *cmd_show_stats(struct kg_daemon *d, json_t *req)
 	workers = json_array();
 	for (unsigned i = 0; i < d->nworkers; i++)
 		json_array_append_new(workers, stats_json(&per[i]));
-	r = json_pack("{s:b, s:o, s:o}", "ok", 1, "total", stats_json(&total), "workers", workers);
+	r = json_pack("{s:b, s:o, s:o, s:I}", "ok", 1, "total", stats_json(&total), "workers", workers,
+		      "session_cache_entries", (json_int_t)kg_scache_count());
 	free(per);
 	return r;
 }

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "options.h"
 #include "privdrop.h"
+#include "session_cache.h"
 #include "ticket_keys.h"
 #include "worker.h"
 
@@ -311,6 +312,7 @@ static void log_totals(const struct kg_worker *workers, unsigned n)
 		t.handshakes_ok += s->handshakes_ok;
 		t.handshakes_resumed += s->handshakes_resumed;
 		t.verify_cache_hits += s->verify_cache_hits;
+		t.session_cache_hits += s->session_cache_hits;
 		t.handshakes_refused += s->handshakes_refused;
 		t.backend_failures += s->backend_failures;
 		t.conn_limit_hits += s->conn_limit_hits;
@@ -324,6 +326,7 @@ static void log_totals(const struct kg_worker *workers, unsigned n)
 	f[nf++] = KG_I("handshakes_ok", t.handshakes_ok);
 	f[nf++] = KG_I("resumed", t.handshakes_resumed);
 	f[nf++] = KG_I("verify_cache_hits", t.verify_cache_hits);
+	f[nf++] = KG_I("session_cache_hits", t.session_cache_hits);
 	f[nf++] = KG_I("refused", t.handshakes_refused);
 	for (int r = 0; r < KG_REFUSAL_COUNT; r++) {
 		if (!t.refused[r])
@@ -533,5 +536,6 @@ int main(int argc, char **argv)
 	kg_daemon_free_runtime(&d);
 	kg_gen_unref(rt.gen);
 	kg_ticket_keys_free();
+	kg_scache_free();
 	return status;
 }

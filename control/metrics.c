@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "session_cache.h"
+
 static void head(FILE *f, const char *name, const char *type, const char *help)
 {
 	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -105,6 +107,29 @@ static void dpdk_counters(FILE *f, const struct kg_worker_stats *s)
 		"Batches that waited for room in a worker's crypto queue.", s->dpdk_queue_waits);
 }
 
+/* One sample of a labelled family: NAME{LABEL="VALUE"} N. */
+static void sample(FILE *f, const char *name, const char *label, const char *value, uint64_t n)
+{
+	fprintf(f, "%s{%s=\"%s\"} %llu\n", name, label, value, (unsigned long long)n);
+}
+
+/* The process-wide session cache: lookups by outcome, evictions, size. */
+static void session_cache(FILE *f, const struct kg_worker_stats *s)
+{
+	static const char lookups[] = "ktlsgate_session_cache_lookups_total";
+
+	head(f, lookups, "counter",
+	     "Session cache lookups by result (refused: another site, rule, CRL or CA set).");
+	sample(f, lookups, "result", "hit", s->session_cache_hits);
+	sample(f, lookups, "result", "miss", s->session_cache_misses);
+	sample(f, lookups, "result", "refused", s->session_cache_refused);
+	counter(f, "ktlsgate_session_cache_evictions_total",
+		"Cached sessions pushed out by newer ones (global.session_cache full).",
+		s->session_cache_evictions);
+	head(f, "ktlsgate_session_cache_entries", "gauge", "Sessions in the session cache now.");
+	fprintf(f, "ktlsgate_session_cache_entries %u\n", kg_scache_count());
+}
+
 static void counters(FILE *f, const struct kg_worker_stats *s)
 {
 	head(f, "ktlsgate_connections_active", "gauge", "Connections open now.");
@@ -116,6 +141,7 @@ static void counters(FILE *f, const struct kg_worker_stats *s)
 	counter(f, "ktlsgate_verify_cache_hits_total",
 		"Full handshakes whose client chain verdict came from the verification cache.",
 		s->verify_cache_hits);
+	session_cache(f, s);
 	refusals(f, s);
 	counter(f, "ktlsgate_upstream_handshakes_total", "TLS handshakes with backends (backend_tls).",
 		s->upstream_handshakes);
@@ -123,12 +149,9 @@ static void counters(FILE *f, const struct kg_worker_stats *s)
 		"Backend TLS handshakes that resumed a session.", s->upstream_resumed);
 	upstream_refusals(f, s);
 	head(f, "ktlsgate_relayed_connections_total", "counter", "Finished connections by relay path.");
-	fprintf(f, "ktlsgate_relayed_connections_total{path=\"ktls\"} %llu\n",
-		(unsigned long long)s->relayed_ktls);
-	fprintf(f, "ktlsgate_relayed_connections_total{path=\"user\"} %llu\n",
-		(unsigned long long)s->relayed_user);
-	fprintf(f, "ktlsgate_relayed_connections_total{path=\"dpdk\"} %llu\n",
-		(unsigned long long)s->relayed_dpdk);
+	sample(f, "ktlsgate_relayed_connections_total", "path", "ktls", s->relayed_ktls);
+	sample(f, "ktlsgate_relayed_connections_total", "path", "user", s->relayed_user);
+	sample(f, "ktlsgate_relayed_connections_total", "path", "dpdk", s->relayed_dpdk);
 	dpdk_counters(f, s);
 	counter(f, "ktlsgate_bytes_in_total", "Plaintext bytes client to backend (finished connections).",
 		s->bytes_in);

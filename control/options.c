@@ -15,6 +15,7 @@ enum {
 	OPT_HELP, OPT_VERSION, OPT_KTLS, OPT_RECORD_ENGINE,
 	OPT_ALLOW_CN, OPT_ALLOW_DNS, OPT_ALLOW_URI, OPT_ALLOW_SUBJECT, OPT_DENY_SERIAL,
 	OPT_MAX_CONNS_PER_SOURCE, OPT_USER, OPT_GROUP, OPT_CONTROL_SOCKET, OPT_METRICS_LISTEN,
+	OPT_SESSION_TICKETS,
 };
 
 static const struct option long_options[] = {
@@ -48,6 +49,7 @@ static const struct option long_options[] = {
 	{ "group", required_argument, NULL, OPT_GROUP },
 	{ "control-socket", required_argument, NULL, OPT_CONTROL_SOCKET },
 	{ "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
+	{ "session-tickets", no_argument, NULL, OPT_SESSION_TICKETS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -88,6 +90,8 @@ void kg_options_usage(FILE *out)
 	      "  --user NAME              started as root: run as NAME once listeners are bound\n"
 	      "  --group NAME             with --user: run with this group (default: NAME's)\n"
 	      "  --metrics-listen ADDR    serve Prometheus /metrics over HTTP there (default: off)\n"
+	      "  --session-tickets        resume with stateless tickets instead of the session\n"
+	      "                           cache (global.session_tickets)\n"
 	      "  --control-socket PATH    where ktlsgatectl talks to us (default\n"
 	      "                           /run/ktlsgate/control.sock)\n"
 	      "  --check                  validate everything and exit 0 (ok) or 2\n"
@@ -255,6 +259,9 @@ static enum kg_parse_result set_option(struct kg_options *o, int opt, const char
 		return KG_PARSE_OK;
 	case OPT_CHECK:
 		o->check = true;
+		return KG_PARSE_OK;
+	case OPT_SESSION_TICKETS:
+		o->session_tickets = true;
 		return KG_PARSE_OK;
 	case OPT_CONFIG:
 		o->config_file = arg;

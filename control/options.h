@@ -66,6 +66,7 @@ struct kg_options {
 	struct kg_addr metrics_listen; /* --metrics-listen: wins over global.metrics_listen */
 	bool metrics_http;    /* drop to these after binding; NULL: stay */
 	bool check;
+	bool session_tickets; /* --session-tickets */
 };
 
 enum kg_parse_result { KG_PARSE_OK, KG_PARSE_EXIT_OK, KG_PARSE_ERROR };

@@ -591,6 +591,28 @@ bool kg_tls_trust_revokes(const struct kg_client_trust *t, X509 *x)
 	return false;
 }
 
+/* The trust's fingerprint: any change to its CAs or CRLs makes the site's
+ * sessions from before it unresumable. A session keeps only the client's
+ * leaf, so a new CRL that revokes an intermediate could not be checked
+ * against it: such clients go through a full handshake once. */
+static int digest_trust(struct kg_client_trust *t)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char one[EVP_MAX_MD_SIZE];
+	unsigned n;
+	int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+
+	for (int i = 0; ok && i < sk_X509_num(t->cas); i++)
+		ok = X509_digest(sk_X509_value(t->cas, i), EVP_sha256(), one, &n) &&
+		     EVP_DigestUpdate(md, one, n);
+	for (int i = 0; ok && i < sk_X509_CRL_num(t->crls); i++)
+		ok = X509_CRL_digest(sk_X509_CRL_value(t->crls, i), EVP_sha256(), one, &n) &&
+		     EVP_DigestUpdate(md, one, n);
+	ok = ok && EVP_DigestFinal_ex(md, t->digest, NULL);
+	EVP_MD_CTX_free(md);
+	return ok ? 0 : -1;
+}
+
 void kg_tls_trust_free(struct kg_client_trust *t)
 {
 	X509_STORE_free(t->store);
@@ -622,6 +644,10 @@ int kg_tls_trust_new(const struct kg_auth_spec *a, struct kg_client_trust *t, ch
 			goto fail;
 	if (check_crl_coverage(t, a, err, errlen) < 0)
 		goto fail;
+	if (digest_trust(t) < 0) {
+		snprintf(err, errlen, "cannot digest the client CAs and CRLs: %s", ossl_reason());
+		goto fail;
+	}
 	if (a->ncrls)
 		X509_STORE_set_flags(t->store, X509_V_FLAG_CRL_CHECK |
 				     (a->crl_check == KG_CRL_CHAIN ? X509_V_FLAG_CRL_CHECK_ALL : 0));
@@ -653,8 +679,10 @@ static int set_protocol_policy(SSL_CTX *ctx, const struct kg_listener_spec *l, c
 		snprintf(err, errlen, "%s: groups: unknown group in \"%s\"", where, l->groups);
 		return -1;
 	}
-	/* Stateless tickets, one per handshake: a second ticket costs CPU and bytes
-	 * that almost no client uses (DESIGN §6). The id context binds tickets to us. */
+	/* One ticket per handshake: a second costs CPU and bytes that almost no
+	 * client uses (DESIGN §6). The id context binds sessions to us. How they
+	 * resume (the session cache or stateless tickets) is the dataplane's
+	 * choice (kg_hs_prepare_ctx); without it, no cache. */
 	SSL_CTX_set_num_tickets(ctx, 1);
 	SSL_CTX_set_session_id_context(ctx, session_id_context, sizeof(session_id_context) - 1);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);

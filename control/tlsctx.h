@@ -29,6 +29,8 @@ struct kg_client_trust {
 	STACK_OF(X509_NAME) *names; /* for CertificateRequest */
 	STACK_OF(X509_CRL) *crls;
 	const char **ca_files, **crl_files; /* which file each CA / CRL came from */
+	unsigned char digest[32]; /* SHA-256 over the CAs' and CRLs' SHA-256s: a
+				   * resumed session must find the same trust */
 };
 int kg_tls_trust_new(const struct kg_auth_spec *a, struct kg_client_trust *t, char *err,
 		     size_t errlen);

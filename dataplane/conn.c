@@ -151,6 +151,18 @@ static void log_access(struct kg_conn *c)
 	kg_log_event(ok ? KG_LOG_INFO : KG_LOG_WARN, "access", f, KG_NFIELDS(f));
 }
 
+/* Freed without a TLS shutdown, OpenSSL takes the client's session out of
+ * the session cache and marks it not resumable. A relay that ends in a
+ * reset, or a kTLS handoff, does not make a verified session bad. */
+void kg_conn_free_ssl(struct kg_conn *c)
+{
+	if (c->ssl && c->peer.version)
+		SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+	SSL_free(c->ssl); /* frees the BIOs too */
+	c->ssl = NULL;
+	c->rbio = c->wbio = NULL;
+}
+
 static void conn_free(struct kg_conn *c)
 {
 	struct kg_worker *w = c->w;
@@ -172,7 +184,7 @@ static void conn_free(struct kg_conn *c)
 	if (c->sp)
 		kg_splice_conn_free(c);
 	kg_dpdk_conn_free(c);
-	SSL_free(c->ssl); /* frees the BIOs too */
+	kg_conn_free_ssl(c);
 	/* A relay that ended in a reset does not make the backend's session
 	 * bad: keep it resumable (OpenSSL marks it otherwise). */
 	if (c->ussl && c->peer.up_version)

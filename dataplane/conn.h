@@ -128,6 +128,8 @@ struct kg_conn *kg_conn_new(struct kg_worker *w, int fd, unsigned listener);
 void kg_conn_on_cqe(struct kg_conn *c, enum kg_op op, int res, unsigned flags);
 /* Starts the end of the connection; freed once no operation is in flight. */
 void kg_conn_close(struct kg_conn *c, const char *end);
+/* Frees c->ssl, keeping a verified session resumable. */
+void kg_conn_free_ssl(struct kg_conn *c);
 /* Called by the worker tick for expired deadlines. */
 void kg_conn_on_deadline(struct kg_conn *c);
 void kg_conn_touch(struct kg_conn *c, unsigned timeout_ms);

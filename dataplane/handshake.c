@@ -13,6 +13,7 @@
 #include "conn.h"
 #include "log.h"
 #include "policy.h"
+#include "session_cache.h"
 #include "ticket_keys.h"
 #include "verify_cache.h"
 
@@ -206,53 +207,136 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
 	return SSL_CLIENT_HELLO_SUCCESS;
 }
 
-/* OpenSSL keeps no SNI in TLS 1.3 server sessions: the ticket carries the
- * name the client asked for, so its route can be found again. */
+/* Where c's session was made. OpenSSL keeps no SNI in TLS 1.3 server
+ * sessions, and looks cached ones up in the first context of the
+ * connection, not the site's: the tag is what ties a session to its site. */
+static void tag_of(const struct kg_conn *c, struct kg_sess_tag *tag)
+{
+	tag->listener = c->lrt->index;
+	memcpy(tag->trust, c->route->site->trust.digest, sizeof(tag->trust));
+	snprintf(tag->sni, sizeof(tag->sni), "%s", kg_peer_get(c, KG_PEER_SNI));
+}
+
+/* A session (from a ticket or the cache) resumes only where a full
+ * handshake would pass today: same listener and site, the site still has
+ * the same client CAs and CRLs (a CRL update re-verifies every client
+ * once: the session keeps no intermediates to check), the session has not
+ * outlived session_timeout, and the certificate it carries still passes the
+ * site's rules and is not revoked. */
+static bool may_resume(const struct kg_conn *c, SSL_SESSION *sess, const struct kg_sess_tag *tag)
+{
+	const struct kg_site *site = c->route->site;
+	X509 *peer = SSL_SESSION_get0_peer(sess);
+	const char *rule;
+
+	if (tag->listener != c->lrt->index ||
+	    kg_listener_route(c->lrt, tag->sni[0] ? tag->sni : NULL) != c->route ||
+	    memcmp(tag->trust, site->trust.digest, sizeof(tag->trust)) != 0)
+		return false;
+	if ((int64_t)SSL_SESSION_get_time(sess) + SSL_SESSION_get_timeout(sess) <= (int64_t)time(NULL))
+		return false;
+	if (!peer)
+		return site->auth->client_auth != KG_AUTH_REQUIRED;
+	return kg_policy_check(site->policy, peer, &rule) && !kg_tls_trust_revokes(&site->trust, peer);
+}
+
+/* session_tickets: the tag travels inside the ticket, as its appdata. */
 static int ticket_gen_cb(SSL *ssl, void *arg)
 {
 	struct kg_conn *c = SSL_get_ex_data(ssl, conn_ex_index);
 	SSL_SESSION *sess = SSL_get_session(ssl);
+	unsigned char buf[sizeof(struct kg_sess_tag)];
+	struct kg_sess_tag tag;
+	size_t n;
 
 	if (!c || !sess)
 		return 1;
-	const char *sni = kg_peer_get(c, KG_PEER_SNI);
-
-	return SSL_SESSION_set1_ticket_appdata(sess, sni, strlen(sni));
+	tag_of(c, &tag);
+	n = kg_sess_tag_encode(&tag, buf, sizeof(buf));
+	return n && SSL_SESSION_set1_ticket_appdata(sess, buf, n);
 }
 
-static const struct kg_route *ticket_route(const struct kg_conn *c, SSL_SESSION *sess)
-{
-	char sni[KG_SNI_MAX];
-	void *data = NULL;
-	size_t len = 0;
-
-	if (!SSL_SESSION_get0_ticket_appdata(sess, &data, &len) || len >= sizeof(sni))
-		return NULL;
-	memcpy(sni, data, len);
-	sni[len] = '\0';
-	return kg_listener_route(c->lrt, len ? sni : NULL);
-}
-
-/* A ticket resumes only where a full handshake would pass today: same site,
- * the certificate it carries still passes the site's rules and no CRL of
- * the current generation revokes it. */
 static SSL_TICKET_RETURN ticket_cb(SSL *ssl, SSL_SESSION *sess, const unsigned char *name,
 				   size_t namelen, SSL_TICKET_STATUS status, void *arg)
 {
 	struct kg_conn *c = SSL_get_ex_data(ssl, conn_ex_index);
-	const char *rule;
-	X509 *peer;
+	struct kg_sess_tag tag;
+	void *data = NULL;
+	size_t len = 0;
 
 	if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
 		return SSL_TICKET_RETURN_IGNORE_RENEW;
-	if (!c || ticket_route(c, sess) != c->route)
+	if (!c || !SSL_SESSION_get0_ticket_appdata(sess, &data, &len) ||
+	    !kg_sess_tag_decode(data, len, &tag) || !may_resume(c, sess, &tag))
 		return SSL_TICKET_RETURN_IGNORE_RENEW;
-	peer = SSL_SESSION_get0_peer(sess);
-	if (peer ? !kg_policy_check(c->route->site->policy, peer, &rule) ||
-			   kg_tls_trust_revokes(&c->route->site->trust, peer)
-		 : c->route->site->auth->client_auth == KG_AUTH_REQUIRED)
-		return SSL_TICKET_RETURN_IGNORE_RENEW;
-	return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+	/* TLS 1.3 clients use a ticket once (RFC 8446 §C.4; OpenSSL's own
+	 * client does): without a fresh one, every other handshake is full. */
+	if (status == SSL_TICKET_SUCCESS_RENEW || SSL_version(ssl) == TLS1_3_VERSION)
+		return SSL_TICKET_RETURN_USE_RENEW;
+	return SSL_TICKET_RETURN_USE;
+}
+
+/* The client's intermediates, which OpenSSL keeps in the session for
+ * SSL_get_peer_cert_chain: verification is over, nothing of ours reads
+ * them again and a resumption checks only the leaf. Parsed, each is ~5 KiB
+ * that a cached session would otherwise hold for session_timeout. */
+static void drop_peer_chain(SSL *ssl, SSL_SESSION *sess)
+{
+	STACK_OF(X509) *chain = SSL_get_session(ssl) == sess ? SSL_get_peer_cert_chain(ssl) : NULL;
+	X509 *x;
+
+	while (chain && (x = sk_X509_pop(chain)) != NULL)
+		X509_free(x);
+}
+
+/* The session cache (session_cache.h): OpenSSL hands over every new server
+ * session (TLS 1.3: the one its stateful ticket names by id). */
+static int sess_new_cb(SSL *ssl, SSL_SESSION *sess)
+{
+	struct kg_conn *c = SSL_get_ex_data(ssl, conn_ex_index);
+	struct kg_sess_tag tag;
+	unsigned evicted;
+	bool kept;
+
+	if (!c || !c->route || !c->gen->cfg.session_cache)
+		return 0;
+	drop_peer_chain(ssl, sess);
+	tag_of(c, &tag);
+	kept = kg_scache_put(sess, &tag, c->gen->cfg.session_cache, &evicted);
+	c->w->stats.session_cache_evictions += evicted;
+	return kept;
+}
+
+/* Runs after the ClientHello callback picked the site (TLS 1.2 session id
+ * or TLS 1.3 PSK identity): a session that may not resume here is simply
+ * not found, and the client gets a full handshake. */
+static SSL_SESSION *sess_get_cb(SSL *ssl, const unsigned char *id, int len, int *copy)
+{
+	struct kg_conn *c = SSL_get_ex_data(ssl, conn_ex_index);
+	struct kg_sess_tag tag;
+	SSL_SESSION *sess;
+
+	*copy = 0; /* the reference kg_scache_get took is OpenSSL's */
+	if (!c || len <= 0)
+		return NULL;
+	sess = kg_scache_get(id, (unsigned)len, &tag);
+	if (!sess) {
+		c->w->stats.session_cache_misses++;
+		return NULL;
+	}
+	if (!may_resume(c, sess, &tag)) {
+		c->w->stats.session_cache_refused++;
+		SSL_SESSION_free(sess);
+		return NULL;
+	}
+	c->w->stats.session_cache_hits++;
+	return sess;
+}
+
+/* OpenSSL drops a session after a fatal alert on its connection. */
+static void sess_remove_cb(SSL_CTX *ctx, SSL_SESSION *sess)
+{
+	kg_scache_remove(sess);
 }
 
 /* Tickets are sealed with the process-wide keys (ticket_keys.c), rotated on
@@ -266,6 +350,32 @@ static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
 				c ? c->gen->cfg.ticket_key_rotation_ms : 0);
 }
 
+/* session_tickets: true - stateless tickets (they survive restarts);
+ * otherwise the process-wide cache, whose TLS 1.3 tickets carry only a
+ * session id; session_cache: 0 - no resumption at all. Every route context
+ * of a generation gets the same mode: OpenSSL takes the options and the
+ * cache from the connection's first context. */
+static void prepare_resumption(SSL_CTX *ctx, const struct kg_config *cfg)
+{
+	SSL_CTX_set_timeout(ctx, (long)cfg->session_timeout_s);
+	kg_scache_trim(cfg->session_tickets ? 0 : cfg->session_cache);
+	if (cfg->session_tickets) {
+		SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
+		SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_cb, NULL);
+		return;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	if (!cfg->session_cache) {
+		SSL_CTX_set_num_tickets(ctx, 0);
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		return;
+	}
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+	SSL_CTX_sess_set_new_cb(ctx, sess_new_cb);
+	SSL_CTX_sess_set_get_cb(ctx, sess_get_cb);
+	SSL_CTX_sess_set_remove_cb(ctx, sess_remove_cb);
+}
+
 void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route)
 {
 	/* backend_tls (route NULL): a client context, only the key capture for a
@@ -274,10 +384,9 @@ void kg_hs_prepare_ctx(SSL_CTX *ctx, struct kg_route *route)
 		kg_ktls_prepare_ctx(ctx);
 		return;
 	}
-	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
 	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
 	SSL_CTX_set_cert_verify_callback(ctx, verify_chain_cb, route);
-	SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_cb, NULL);
+	prepare_resumption(ctx, &route->listener->gen->cfg);
 	kg_ktls_prepare_ctx(ctx);
 }
 

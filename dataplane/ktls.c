@@ -156,9 +156,7 @@ static void hand_off_dpdk(struct kg_conn *c, struct kg_ktls_params *params)
 		return;
 	}
 	kg_ktls_conn_free(c);
-	SSL_free(c->ssl); /* the worker owns the record layer now */
-	c->ssl = NULL;
-	c->rbio = c->wbio = NULL;
+	kg_conn_free_ssl(c); /* the worker owns the record layer now */
 	kg_relay_dpdk_begin(c);
 }
 #endif
@@ -195,9 +193,7 @@ static void hand_off(struct kg_conn *c)
 		kg_conn_close(c, "ktls_error");
 		return;
 	}
-	SSL_free(c->ssl); /* the kernel owns the session now */
-	c->ssl = NULL;
-	c->rbio = c->wbio = NULL;
+	kg_conn_free_ssl(c); /* the kernel owns the session now */
 	kg_relay_splice_begin(c, true, false, rk);
 }
 

@@ -119,10 +119,10 @@ static void hand_off(struct kg_conn *c)
 	/* Freed without a TLS shutdown, OpenSSL would mark the session (kept
 	 * for resumption) not resumable: it is not bad, the kernel has it. */
 	SSL_set_shutdown(c->ussl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
-	SSL_free(c->ssl);
+	kg_conn_free_ssl(c);
 	SSL_free(c->ussl);
-	c->ssl = c->ussl = NULL;
-	c->rbio = c->wbio = c->urbio = c->uwbio = NULL;
+	c->ussl = NULL;
+	c->urbio = c->uwbio = NULL;
 	kg_relay_splice_begin(c, cli_ktls, true, rk);
 	return;
 fail:

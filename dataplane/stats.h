@@ -87,6 +87,10 @@ struct kg_worker_stats {
 	uint64_t refused[KG_REFUSAL_COUNT];
 	uint64_t handshakes_resumed;
 	uint64_t verify_cache_hits; /* client chains not verified again (verify_cache.h) */
+	uint64_t session_cache_hits;      /* sessions found and allowed to resume */
+	uint64_t session_cache_misses;    /* ids not (or no longer) in the cache */
+	uint64_t session_cache_refused;   /* found, but another site, rule, CRL or CA set */
+	uint64_t session_cache_evictions; /* pushed out by newer ones (session_cache full) */
 	uint64_t handshake_timeouts;
 	uint64_t idle_timeouts;
 	uint64_t connect_timeouts;

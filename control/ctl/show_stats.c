@@ -1,7 +1,7 @@
 /* ktlsgatectl show stats: one row per counter, the total and each worker.
  * Rows follow the daemon's keys, so a counter added there shows up here;
  * nested objects (refused reasons, latency percentiles) become "a.b" rows,
- * left out where the total is 0. */
+ * left out where the total is 0; the session cache's size follows. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +64,10 @@ static int print_stats(json_t *r)
 				add_row(t, total, workers, key, sub);
 	}
 	tbl_print(t);
+	/* Process-wide, not per worker: one line under the table. */
+	json_t *entries = json_object_get(r, "session_cache_entries");
+	if (json_is_integer(entries))
+		printf("session cache entries: %" JSON_INTEGER_FORMAT "\n", json_integer_value(entries));
 	free(names);
 	free(titles);
 	return CTL_EXIT_OK;

@@ -26,6 +26,23 @@ def pytest_sessionstart(session):
                     returncode=1)
 
 
+@pytest.fixture(params=["cache", "tickets"])
+def resumption(request):
+    """How sessions resume: the server-side session cache (the default) or
+    stateless tickets (session_tickets: true); the same guarantees hold."""
+    return request.param
+
+
+def resumption_args(mode):
+    """The command line for a resumption mode."""
+    return ["--session-tickets"] if mode == "tickets" else []
+
+
+def resumption_yaml(mode):
+    """The global keys for a resumption mode (indented for `global:`)."""
+    return f"  session_tickets: {'true' if mode == 'tickets' else 'false'}\n"
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 import tlsclient
-from conftest import control
+from conftest import control, resumption_args
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pki"))
 import gen_pki  # noqa: E402
@@ -244,8 +244,10 @@ def test_broken_changes_are_refused_and_change_nothing(pki, echo_backend, start_
     assert ok and peer_serial(info) == format(load(pki, "server-ecdsa.crt").serial_number, "X")
 
 
-def test_crl_update_cuts_the_revoked_client_within_a_second(pki, echo_backend, start_daemon):
-    d, port = start_daemon(echo_backend.addr, "--crl", f"{pki}/crl-bundle.pem")
+def test_crl_update_cuts_the_revoked_client_within_a_second(pki, echo_backend, start_daemon,
+                                                            resumption):
+    d, port = start_daemon(echo_backend.addr, "--crl", f"{pki}/crl-bundle.pem",
+                           *resumption_args(resumption))
     victim_ctx = tlsclient.context(pki, version=V13)
     victim = tlsclient.connect(victim_ctx, port)
     bystander = tlsclient.connect(tlsclient.context(pki, cert="client-wild", version=V13), port)
@@ -278,6 +280,8 @@ def test_crl_update_cuts_the_revoked_client_within_a_second(pki, echo_backend, s
     except (ssl.SSLError, OSError):
         pass
     assert "revoked_killed" in d.text() and "end=killed" in d.text()
+    if resumption == "cache":
+        assert d.ctl("show stats")["total"]["session_cache"]["refused"] >= 1
     bystander.close()
 
 

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import tlsclient
+from conftest import resumption_args
 
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 
@@ -119,8 +120,8 @@ def test_tls11_client_refused(pki, echo_backend, start_daemon):
 
 
 @pytest.mark.parametrize("version", [V12, V13], ids=["tls12", "tls13"])
-def test_session_resumption(pki, echo_backend, start_daemon, version):
-    d, port = start_daemon(echo_backend.addr)
+def test_session_resumption(pki, echo_backend, start_daemon, version, resumption):
+    d, port = start_daemon(echo_backend.addr, *resumption_args(resumption))
     ctx = tlsclient.context(pki, version=version)
     ok1, info1 = tlsclient.echo_transfer(ctx, port, 100)
     ok2, info2 = tlsclient.echo_transfer(ctx, port, 100, session=info1["session"])
@@ -152,8 +153,8 @@ def s_client_session(pki, port, *args, send=b"x\n", expect=b"x\n", cert="client"
     return out.decode(errors="replace")
 
 
-def test_one_ticket_per_handshake(pki, echo_backend, start_daemon):
-    d, port = start_daemon(echo_backend.addr)
+def test_one_ticket_per_handshake(pki, echo_backend, start_daemon, resumption):
+    d, port = start_daemon(echo_backend.addr, *resumption_args(resumption))
     text = s_client_session(pki, port, "-tls1_3", "-msg")
     assert "x" in text
     assert text.count("NewSessionTicket") == 1, text[-3000:]

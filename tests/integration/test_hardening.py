@@ -19,7 +19,7 @@ import pytest
 import libssl_client
 import rawtls
 import tlsclient
-from conftest import SANITIZED, Backend, echo_handler, sha256_sink_handler
+from conftest import SANITIZED, Backend, echo_handler, resumption_args, sha256_sink_handler
 
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 MIB = 1 << 20
@@ -222,8 +222,8 @@ def force_early_data(src, dst):
     _ssl.SSL_SESSION_free(sess)
 
 
-def test_tls13_early_data_rejected(pki, sink_backend, start_daemon, tmp_path):
-    d, port = start_daemon(sink_backend.addr)
+def test_tls13_early_data_rejected(pki, sink_backend, start_daemon, tmp_path, resumption):
+    d, port = start_daemon(sink_backend.addr, *resumption_args(resumption))
     sess, forced, early = (str(tmp_path / n) for n in ("sess.pem", "forced.pem", "early.txt"))
     first = talk(s_client(pki, port, "-tls1_3", "-sess_out", sess), [b"one\n"])
     assert "Max Early Data: 0" in first  # our tickets do not allow 0-RTT

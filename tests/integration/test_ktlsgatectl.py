@@ -46,6 +46,7 @@ def test_show_commands_human_and_json(pki, running):
     assert f"127.0.0.1:{port}" in out and "0.1.0" in out and r["pid"] == d.proc.pid
     out, r = both(d, "show", "stats")
     assert "handshakes_ok" in out and r["total"]["handshakes_ok"] == 1
+    assert "session cache entries: 1" in out and r["session_cache_entries"] == 1
     out, r = both(d, "show", "certs")
     assert "CN=localhost,O=ktlsgate demo" in out and "NEXT UPDATE" in out
     assert {c["kind"] for c in r["certs"]} == {"server", "client_ca"} and len(r["crls"]) == 3

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 import tlsclient
-from conftest import Backend
+from conftest import Backend, resumption_yaml
 
 V13 = ssl.TLSVersion.TLSv1_3
 V12 = ssl.TLSVersion.TLSv1_2
@@ -227,17 +227,21 @@ def test_sni_rsa_and_ecdsa_for_the_default_name(pki, echo_backend, start_config)
         assert ok and info["cipher"] == ciphers
 
 
-def test_ticket_does_not_cross_sites(pki, echo_backend, start_config):
-    d, port, _ = start_config(SNI.replace('client_ca: "{pki}/other-ca.crt"', 'client_ca: "{pki}/client-ca.pem"'),
-                              backend=echo_backend.addr, other_backend=echo_backend.addr)
-    ctx = tlsclient.context(pki, version=V13)
+@pytest.mark.parametrize("version", [V12, V13], ids=["tls12", "tls13"])
+def test_session_does_not_cross_sites(pki, echo_backend, start_config, resumption, version):
+    text = SNI.replace('client_ca: "{pki}/other-ca.crt"', 'client_ca: "{pki}/client-ca.pem"')
+    text = text.replace("  workers: 2\n", "  workers: 2\n" + resumption_yaml(resumption))
+    d, port, _ = start_config(text, backend=echo_backend.addr, other_backend=echo_backend.addr)
+    ctx = tlsclient.context(pki, version=version)
     ctx.check_hostname = False
     ok, first = tlsclient.echo_transfer(ctx, port, 100, sni="alpha.test")
     assert ok
     ok, same = tlsclient.echo_transfer(ctx, port, 100, sni="alpha.test", session=first["session"])
     assert ok and same["reused"], "resumes on the same site"
     ok, other = tlsclient.echo_transfer(ctx, port, 100, sni="x.beta.test", session=first["session"])
-    assert ok and not other["reused"], "a ticket from alpha.test must not resume on *.beta.test"
+    assert ok and not other["reused"], "a session from alpha.test must not resume on *.beta.test"
+    if resumption == "cache":
+        assert d.ctl("show stats")["total"]["session_cache"]["refused"] == 1
 
 
 def parse_proxy_v2(data):

@@ -22,6 +22,7 @@ CONFIG = """
 global:
   workers: 2
   ticket_key_rotation: {rotation}
+  session_tickets: {tickets}
 listeners:
   - name: main
     listen: "127.0.0.1:{port}"
@@ -46,7 +47,7 @@ def next_interval(interval, at):
 
 def test_ticket_survives_one_rotation_not_two(pki, echo_backend, start_config):
     d, port, _ = start_config(CONFIG, rotation="2s", key=f"{pki}/server-ecdsa.key",
-                              backend=echo_backend.addr)
+                              backend=echo_backend.addr, tickets="true")
     ctx = tlsclient.context(pki, version=V13)
     next_interval(2, 0.3)  # issued early in an interval: the boundaries are known
     ok, first = tlsclient.echo_transfer(ctx, port, 64)
@@ -61,20 +62,20 @@ def test_ticket_survives_one_rotation_not_two(pki, echo_backend, start_config):
     assert [("resumed=1" in l) for l in lines[-4:]] == [False, True, True, False], lines
 
 
-def test_ticket_survives_reload(pki, echo_backend, start_config):
+def test_session_survives_reload(pki, echo_backend, start_config, resumption):
     d, port, _ = start_config(CONFIG, rotation="1h", key=f"{pki}/server-ecdsa.key",
-                              backend=echo_backend.addr)
+                              backend=echo_backend.addr, tickets=str(resumption == "tickets").lower())
     ctx = tlsclient.context(pki, version=V13)
     ok, first = tlsclient.echo_transfer(ctx, port, 64)
     assert ok
     assert d.ctl("reload")["ok"]
-    assert resumes(ctx, port, first["session"]), "keys are process-wide, not per generation"
+    assert resumes(ctx, port, first["session"]), "keys and the cache are process-wide, not per generation"
 
 
 def test_ticket_key_rotation_below_a_second_is_a_config_error(pki, tmp_path):
     from conftest import BIN
     path = tmp_path / "k.yaml"
-    path.write_text(CONFIG.format(rotation="500ms", port=free_port(), pki=pki,
+    path.write_text(CONFIG.format(rotation="500ms", tickets="true", port=free_port(), pki=pki,
                                   key=f"{pki}/server-ecdsa.key", backend="127.0.0.1:9"))
     r = subprocess.run([BIN, "--config", str(path), "--check"], capture_output=True, text=True,
                        timeout=20)
@@ -87,7 +88,8 @@ def test_world_readable_key_is_one_warning(pki, echo_backend, start_config, tmp_
     key = tmp_path / "server.key"
     shutil.copy(f"{pki}/server-ecdsa.key", key)
     os.chmod(key, mode)
-    d, port, _ = start_config(CONFIG, rotation="1h", key=str(key), backend=echo_backend.addr)
+    d, port, _ = start_config(CONFIG, rotation="1h", key=str(key), backend=echo_backend.addr,
+                              tickets="false")
     ok, _ = tlsclient.echo_transfer(tlsclient.context(pki), port, 64)
     assert ok, "a warning, not an error"
     lines = [l for l in d.log_lines() if "secret_readable" in l]
@@ -110,7 +112,8 @@ def test_world_readable_passphrase_and_pkcs12_warn(pki, echo_backend, start_conf
     os.chmod(pw, 0o644)
     text = CONFIG.replace('{{ cert: "{pki}/server-ecdsa-chain.crt", key: "{key}" }}',
                           '{{ pkcs12: "{p12}", passphrase_file: "{pw}" }}')
-    d, port, _ = start_config(text, rotation="1h", p12=str(p12), pw=str(pw), backend=echo_backend.addr)
+    d, port, _ = start_config(text, rotation="1h", p12=str(p12), pw=str(pw), backend=echo_backend.addr,
+                              tickets="false")
     lines = [l for l in d.log_lines() if "secret_readable" in l]
     assert len(lines) == 2, d.text()
     assert f"file={p12} mode=0604" in lines[0] and f"file={pw} mode=0644" in lines[1], lines

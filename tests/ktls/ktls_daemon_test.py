@@ -184,24 +184,43 @@ def main():
     port = free_port()
     log_path = f"{work}/ktlsgate.log"
     log = open(log_path, "w")
-    daemon = subprocess.Popen([BIN, "--listen", f"127.0.0.1:{port}",
-                               "--cert", f"{pki}/server-chain.crt", "--key", f"{pki}/server.key",
-                               "--client-ca", f"{pki}/root.crt",
-                               "--backend", f"127.0.0.1:{backend.port}", "--workers", "1",
-                               # 100 Python clients handshaking at once on the guest's
-                               # one vCPU of a loaded host can take more than 10 s
-                               "--handshake-timeout", "60",
-                               "--control-socket", f"{work}/control.sock"],
-                              stderr=log)
+    daemon = start_daemon(pki, port, backend, work, log)
     try:
-        return run_checks(pki, port, log_path, f"{work}/control.sock")
+        rc = run_checks(pki, port, log_path, f"{work}/control-{port}.sock")
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(10)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        print(open(log_path).read()[-int(os.environ.get("KTLS_LOG_TAIL", "3000")):])
+        stop_daemon(daemon, log_path)
+    if os.environ.get("KTLS_ONLY"):
+        return rc
+    # The same resumption checks with stateless tickets instead of the cache.
+    port, log_path = free_port(), f"{work}/ktlsgate-tickets.log"
+    daemon = start_daemon(pki, port, backend, work, open(log_path, "w"), "--session-tickets")
+    try:
+        check(wait_ready(log_path), "daemon with --session-tickets started")
+        check_resumption(pki, port, log_path, "tickets")
+        return summary()
+    finally:
+        stop_daemon(daemon, log_path)
+
+
+def start_daemon(pki, port, backend, work, log, *extra):
+    return subprocess.Popen([BIN, "--listen", f"127.0.0.1:{port}",
+                             "--cert", f"{pki}/server-chain.crt", "--key", f"{pki}/server.key",
+                             "--client-ca", f"{pki}/root.crt",
+                             "--backend", f"127.0.0.1:{backend.port}", "--workers", "1",
+                             # 100 Python clients handshaking at once on the guest's
+                             # one vCPU of a loaded host can take more than 10 s
+                             "--handshake-timeout", "60",
+                             "--control-socket", f"{work}/control-{port}.sock", *extra],
+                            stderr=log)
+
+
+def stop_daemon(daemon, log_path):
+    daemon.terminate()
+    try:
+        daemon.wait(10)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+    print(open(log_path).read()[-int(os.environ.get("KTLS_LOG_TAIL", "3000")):])
 
 
 def wait_ready(log_path):
@@ -325,7 +344,7 @@ def check_key_update(pki, port, log_path):
           "client KeyUpdate on this kernel: closed with the log line")
 
 
-def check_resumption(pki, port, log_path):
+def check_resumption(pki, port, log_path, mode="cache"):
     for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
         ctx = client_ctx(pki, version, "ECDHE-ECDSA-AES128-GCM-SHA256")
         ok1, info1 = transfer(ctx, port, 1 << 20)
@@ -333,7 +352,7 @@ def check_resumption(pki, port, log_path):
         time.sleep(0.2)
         last = access_lines(log_path)[-1]
         check(ok1 and ok2 and info2[3] and "resumed=1" in last and "path=ktls" in last,
-              f"{version.name}: resumed session is handed off too")
+              f"{version.name} ({mode}): resumed session is handed off too")
 
 
 def check_concurrent(pki, port, log_path, n=100, tcp_mem=None):

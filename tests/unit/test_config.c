@@ -105,6 +105,7 @@ static void test_example(const char *example)
 	CHECK(c.connect_timeout_ms == 5000 && c.drain_timeout_ms == 30000);
 	CHECK(c.kill_revoked_on_crl_update);
 	CHECK(c.dpdk_memory_mb == 128 && c.dpdk_queue_depth == 4096);
+	CHECK(c.session_cache == 20000 && c.session_timeout_s == 300 && !c.session_tickets);
 	CHECK(c.nlisteners == 2);
 	if (c.nlisteners != 2)
 		goto out;
@@ -242,6 +243,8 @@ static void test_sites(void)
 	CHECK(c.connect_timeout_ms == 3600000 && c.drain_timeout_ms == 7000);
 	CHECK(c.ncpus == 1 && c.cpus[0] == 3 && c.workers == 0);
 	CHECK(c.max_conns == 10000 && c.kill_revoked_on_crl_update && !c.user);
+	/* Defaults: the session cache, nginx's 5 minutes, no tickets. */
+	CHECK(c.session_cache == 20000 && c.session_timeout_s == 300 && !c.session_tickets);
 	l = &c.listeners[0];
 	CHECK_STR(l->name, "listener[0]");
 	CHECK(l->ktls == KG_KTLS_OFF); /* from global */
@@ -401,6 +404,13 @@ static void test_errors(void)
 	    "2:21: idle: expected a duration such as 500ms, 10s, 5m or 1h, got '5x'");
 	ERR("global:\n  timeouts:\n    drain: 0s\n" L1, "3:12: drain: must be greater than zero");
 	ERR("global:\n  timeouts: { connect: 200h }\n" L1, "2:24: connect: too long (at most 168h)");
+	ERR("global:\n  session_cache: 1000001\n" L1,
+	    "2:18: session_cache: must be from 0 to 1000000");
+	ERR("global:\n  session_timeout: 1500ms\n" L1,
+	    "2:20: session_timeout: whole seconds, at least 1s");
+	ERR("global:\n  session_timeout: 169h\n" L1, "2:20: session_timeout: too long (at most 168h)");
+	ERR("global:\n  session_tickets: on\n" L1,
+	    "2:20: session_tickets: expected true or false, got 'on'");
 	ERR("global:\n  kill_revoked_on_crl_update: yes\n" L1,
 	    "2:31: kill_revoked_on_crl_update: expected true or false, got 'yes'");
 	ERR("global:\n  user:\n" L1, "2:3: user: expected a string, got nothing");
