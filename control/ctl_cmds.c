@@ -109,7 +109,7 @@ static json_t *stats_json(const struct kg_worker_stats *s)
 	for (int r = 0; r < KG_REFUSAL_COUNT; r++)
 		json_object_set_new(refused, kg_refusal_names[r], json_integer((json_int_t)s->refused[r]));
 	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:o,"
-			 " s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:I}",
+			 " s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:I, s:I}",
 			 "conns_active", (json_int_t)s->conns_active,
 			 "conns_total", (json_int_t)s->conns_total,
 			 "handshakes_ok", (json_int_t)s->handshakes_ok,
@@ -130,7 +130,8 @@ static json_t *stats_json(const struct kg_worker_stats *s)
 			 "upstream", "handshakes", (json_int_t)s->upstream_handshakes,
 			 "resumed", (json_int_t)s->upstream_resumed,
 			 "refused", (json_int_t)s->upstream_refused,
-			 "verify_cache_hits", (json_int_t)s->verify_cache_hits);
+			 "verify_cache_hits", (json_int_t)s->verify_cache_hits,
+			 "cq_overflows", (json_int_t)s->cq_overflows);
 }
 
 static json_t *cmd_show_stats(struct kg_daemon *d, json_t *req)
