@@ -2,14 +2,16 @@
 overflows, and allocations that fail. The daemon must keep serving, lose no
 completion and no byte, and leak nothing."""
 import concurrent.futures
+import json
 import os
 import re
+import threading
 import time
 
 import pytest
 
 import tlsclient
-from conftest import SANITIZED
+from conftest import BIN, SANITIZED
 from test_hardening import settled_nfds, still_serves
 
 MIB = 1 << 20
@@ -58,3 +60,100 @@ def test_cq_entries_out_of_bounds_is_a_start_error(pki, echo_backend, start_daem
         d, _ = start_daemon(echo_backend.addr, ready=False)
         assert d.proc.wait(15) != 0
         assert f"KTLSGATE_TEST_CQ_ENTRIES={bad}: want a power of two from 2 to 16384" in d.text()
+
+
+# --- allocation failures (tests/integration/enomem_shim.c) ----------------------------------
+
+CONFIG = """
+listeners:
+  - name: main
+    listen: "127.0.0.1:{port}"
+    identities:
+      - {{ cert: "{pki}/server-ecdsa-chain.crt", key: "{pki}/server-ecdsa.key" }}
+    client_ca: "{pki}/client-ca.pem"
+    crl: "{pki}/crl-bundle.pem"
+    backends: "{backend}"
+"""
+
+
+def shim_path():
+    path = os.environ.get("KTLSGATE_ENOMEM_SHIM") or os.path.join(
+        os.path.dirname(BIN), "tests", "enomem_shim.so")
+    assert os.path.exists(path), f"{path} missing: ninja -C build builds it"
+    return path
+
+
+def with_shim(monkeypatch, ctl, command="off"):
+    with open(ctl, "w") as f:
+        f.write(command)
+    monkeypatch.setenv("LD_PRELOAD", shim_path())
+    monkeypatch.setenv("KTLSGATE_ENOMEM_CTL", ctl)
+    if SANITIZED:  # the shim comes before the sanitizer's runtime
+        opts = os.environ.get("ASAN_OPTIONS", "")
+        monkeypatch.setenv("ASAN_OPTIONS", (opts + ":" if opts else "") + "verify_asan_link_order=0")
+
+
+def set_fault(ctl, command):
+    with open(ctl, "w") as f:
+        f.write(command)
+    time.sleep(0.1)  # the shim looks every 20 ms
+
+
+def failed_allocations(ctl):
+    time.sleep(0.1)
+    with open(ctl + ".count") as f:
+        return int(f.read())
+
+
+def attempt(fn, *args):
+    """Runs one client action; under injected failures it may fail: only the
+    daemon's survival is judged."""
+    try:
+        return fn(*args)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        return e
+
+
+def hostile_mix(pki, d, port, stop):
+    """Handshakes, refusals, bulk transfers and control commands, over and over."""
+    good, other = tlsclient.context(pki), tlsclient.context(pki, cert="client-other")
+    i = 0
+    while not stop.is_set():
+        i += 1
+        attempt(tlsclient.echo_transfer, good, port, 2000, 20)
+        attempt(tlsclient.refusal, other, port)
+        if i % 4 == 0:
+            attempt(tlsclient.echo_transfer, good, port, MIB, 30)
+        for cmd in ("show stats", "show conns", "show certs", "show info", "metrics"):
+            attempt(d.ctl, cmd)
+        if i % 3 == 0:
+            attempt(d.ctl, "reload")
+
+
+@pytest.mark.parametrize("every", [97, 13])
+def test_enomem_at_runtime_refuses_one_and_keeps_serving(pki, echo_backend, start_config,
+                                                          monkeypatch, tmp_path, every):
+    """Every Nth allocation fails (all threads: workers, control, OpenSSL) while
+    clients handshake, get refused, transfer in bulk and the control socket is
+    used and reloaded. No crash or sanitizer report; afterwards a good client
+    transfers byte-exact, reload and show stats work, and fds return to baseline."""
+    ctl = str(tmp_path / "enomem")
+    with_shim(monkeypatch, ctl)
+    d, port, _ = start_config(CONFIG, backend=echo_backend.addr, extra=("--workers", "2"))
+    base = settled_nfds(d.proc.pid)
+    set_fault(ctl, f"every {every}")
+    stop = threading.Event()
+    threads = [threading.Thread(target=hostile_mix, args=(pki, d, port, stop)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(8)
+    stop.set()
+    for t in threads:
+        t.join(120)
+    set_fault(ctl, "off")
+    assert failed_allocations(ctl) > 0
+    assert d.proc.poll() is None, d.text()[-4000:]
+    assert tlsclient.echo_transfer(tlsclient.context(pki), port, 4 * MIB, 60)[0]
+    assert d.ctl("reload")["ok"]
+    assert d.ctl("show stats")["ok"]
+    assert settled_nfds(d.proc.pid) == base

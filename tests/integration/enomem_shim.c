@@ -1,0 +1,222 @@
+/* LD_PRELOAD shim for tests/integration/test_faults.py: makes malloc, calloc,
+ * realloc and aligned_alloc fail on demand (and with them OpenSSL's
+ * CRYPTO_malloc, jansson, libfyaml: everything in the daemon).
+ *
+ * KTLSGATE_ENOMEM_CTL=FILE names a file holding one command; the shim reads
+ * it again at most every 20 ms, so a test changes the fault while the daemon runs:
+ *   off        no failures (also when the file is missing)
+ *   every N    from now on, every Nth allocation fails
+ *   at K       only the Kth allocation since the process started fails
+ *              (sweeping K walks the failure through start-up)
+ * The shim writes the number of failed allocations so far to FILE.count.
+ *
+ * Forwarding goes to the next definition (RTLD_NEXT): glibc's, or the
+ * sanitizer's under ASan (run with ASAN_OPTIONS=verify_asan_link_order=0).
+ * dlsym may allocate while the real functions are looked up: those requests
+ * come from a static arena that free() recognises. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static void *(*next_malloc)(size_t);
+static void *(*next_calloc)(size_t, size_t);
+static void *(*next_realloc)(void *, size_t);
+static void *(*next_aligned_alloc)(size_t, size_t);
+static void (*next_free)(void *);
+
+static _Alignas(64) char boot[1 << 16];
+static atomic_size_t boot_used;
+static atomic_int resolving;
+
+enum mode { OFF, EVERY, AT };
+static atomic_int mode;
+static atomic_ulong param;
+static atomic_ulong calls_total, calls_since, failures;
+static atomic_long last_check_ms = -1000;
+static char ctl_path[512], count_path[520];
+
+static void *boot_alloc(size_t n)
+{
+	size_t off = atomic_fetch_add(&boot_used, (n + 63) & ~(size_t)63);
+
+	if (off + n > sizeof(boot))
+		return NULL;
+	return boot + off;
+}
+
+static int in_boot(const void *p)
+{
+	return (const char *)p >= boot && (const char *)p < boot + sizeof(boot);
+}
+
+static void resolve(void)
+{
+	if (next_malloc || atomic_exchange(&resolving, 1))
+		return;
+	next_calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "calloc");
+	next_realloc = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+	next_aligned_alloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "aligned_alloc");
+	next_free = (void (*)(void *))dlsym(RTLD_NEXT, "free");
+	next_malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
+}
+
+static long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static unsigned long parse_ulong(const char *p)
+{
+	unsigned long v = 0;
+
+	while (*p == ' ')
+		p++;
+	while (*p >= '0' && *p <= '9')
+		v = v * 10 + (unsigned long)(*p++ - '0');
+	return v;
+}
+
+/* Raw syscalls only: nothing here may allocate. */
+static void write_count(void)
+{
+	char buf[32], *p = buf + sizeof(buf);
+	unsigned long v = atomic_load(&failures);
+	int fd;
+
+	*--p = '\n';
+	do
+		*--p = (char)('0' + v % 10);
+	while ((v /= 10) && p > buf);
+	fd = (int)syscall(SYS_openat, AT_FDCWD, count_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			  0644);
+	if (fd < 0)
+		return;
+	(void)!syscall(SYS_write, fd, p, (size_t)(buf + sizeof(buf) - p));
+	syscall(SYS_close, fd);
+}
+
+static void reread_ctl(void)
+{
+	long now = now_ms(), last = atomic_load(&last_check_ms);
+	char buf[64];
+	int fd, m = OFF;
+	long n;
+	unsigned long v = 0;
+
+	if (now - last < 20 || !atomic_compare_exchange_strong(&last_check_ms, &last, now))
+		return;
+	if (!ctl_path[0]) {
+		const char *env = getenv("KTLSGATE_ENOMEM_CTL");
+		if (!env || strlen(env) >= sizeof(ctl_path)) {
+			atomic_store(&last_check_ms, now + 1000000000L); /* never again */
+			return;
+		}
+		strcpy(ctl_path, env);
+		strcpy(count_path, env);
+		strcat(count_path, ".count");
+	}
+	fd = (int)syscall(SYS_openat, AT_FDCWD, ctl_path, O_RDONLY | O_CLOEXEC);
+	n = fd < 0 ? 0 : syscall(SYS_read, fd, buf, sizeof(buf) - 1);
+	if (fd >= 0)
+		syscall(SYS_close, fd);
+	buf[n > 0 ? n : 0] = '\0';
+	if (strncmp(buf, "every", 5) == 0) {
+		m = EVERY;
+		v = parse_ulong(buf + 5);
+	} else if (strncmp(buf, "at", 2) == 0) {
+		m = AT;
+		v = parse_ulong(buf + 2);
+	}
+	if (m != atomic_load(&mode) || v != atomic_load(&param)) {
+		atomic_store(&calls_since, 0);
+		atomic_store(&param, v);
+		atomic_store(&mode, m);
+	}
+	write_count();
+}
+
+static int should_fail(void)
+{
+	unsigned long total = atomic_fetch_add(&calls_total, 1) + 1;
+	unsigned long since = atomic_fetch_add(&calls_since, 1) + 1;
+	unsigned long v;
+	int fail = 0;
+
+	reread_ctl();
+	v = atomic_load(&param);
+	switch (atomic_load(&mode)) {
+	case EVERY:
+		fail = v && since % v == 0;
+		break;
+	case AT:
+		fail = total == v;
+		break;
+	default:
+		break;
+	}
+	if (fail) {
+		atomic_fetch_add(&failures, 1);
+		errno = ENOMEM;
+	}
+	return fail;
+}
+
+void *malloc(size_t n)
+{
+	resolve();
+	if (!next_malloc)
+		return boot_alloc(n);
+	return should_fail() ? NULL : next_malloc(n);
+}
+
+void *calloc(size_t n, size_t size)
+{
+	resolve();
+	if (!next_calloc) /* the arena is static: already zero */
+		return size && n > SIZE_MAX / size ? NULL : boot_alloc(n * size);
+	return should_fail() ? NULL : next_calloc(n, size);
+}
+
+void *realloc(void *p, size_t n)
+{
+	resolve();
+	if (in_boot(p) || !next_realloc) {
+		void *q = next_malloc ? next_malloc(n) : boot_alloc(n);
+		if (q && p) {
+			size_t room = in_boot(p) ? (size_t)(boot + sizeof(boot) - (char *)p) : n;
+			memcpy(q, p, n < room ? n : room);
+		}
+		return q;
+	}
+	return should_fail() ? NULL : next_realloc(p, n);
+}
+
+void *aligned_alloc(size_t align, size_t n)
+{
+	resolve();
+	if (!next_aligned_alloc)
+		return boot_alloc(n);
+	return should_fail() ? NULL : next_aligned_alloc(align, n);
+}
+
+void free(void *p)
+{
+	if (!p || in_boot(p))
+		return;
+	resolve();
+	if (next_free)
+		next_free(p);
+}
