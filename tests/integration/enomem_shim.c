@@ -10,6 +10,12 @@
  *              (sweeping K walks the failure through start-up)
  * The shim writes the number of failed allocations so far to FILE.count.
  *
+ * KTLSGATE_ENOMEM_SPARE=NAME[,NAME...] never fails an allocation made directly
+ * by these (exported) functions: for bugs in libraries we cannot fix. The one
+ * known: libfyaml 0.7.12's fy_parse_input_append checks its parser instead of
+ * the fy_input that fy_input_create returned, and dereferences NULL when
+ * fy_input_alloc's calloc failed.
+ *
  * Forwarding goes to the next definition (RTLD_NEXT): glibc's, or the
  * sanitizer's under ASan (run with ASAN_OPTIONS=verify_asan_link_order=0).
  * dlsym may allocate while the real functions are looked up: those requests
@@ -70,11 +76,13 @@ static void resolve(void)
 	next_malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
 }
 
+/* Raw syscalls and no str* calls from here on: the sanitizer's interceptors
+ * are not set up yet when its own start-up allocates. */
 static long now_ms(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	syscall(SYS_clock_gettime, CLOCK_MONOTONIC_COARSE, &ts);
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
@@ -108,35 +116,58 @@ static void write_count(void)
 	syscall(SYS_close, fd);
 }
 
-static void reread_ctl(void)
+static int starts_with(const char *s, const char *prefix)
 {
-	long now = now_ms(), last = atomic_load(&last_check_ms);
+	while (*prefix && *s == *prefix)
+		s++, prefix++;
+	return !*prefix;
+}
+
+static int set_paths(void)
+{
+	const char *env = getenv("KTLSGATE_ENOMEM_CTL");
+	size_t n = 0;
+
+	if (!env)
+		return -1;
+	while (env[n] && n < sizeof(ctl_path) - 1) {
+		ctl_path[n] = count_path[n] = env[n];
+		n++;
+	}
+	if (env[n])
+		return -1;
+	ctl_path[n] = '\0';
+	for (const char *sfx = ".count"; *sfx; sfx++)
+		count_path[n++] = *sfx;
+	count_path[n] = '\0';
+	return 0;
+}
+
+/* Every 64th allocation looks at the clock, every 20 ms at the file. */
+static void reread_ctl(unsigned long calls)
+{
+	long now, last = atomic_load(&last_check_ms);
 	char buf[64];
 	int fd, m = OFF;
 	long n;
 	unsigned long v = 0;
 
+	if (calls % 64 != 1)
+		return;
+	now = now_ms();
 	if (now - last < 20 || !atomic_compare_exchange_strong(&last_check_ms, &last, now))
 		return;
-	if (!ctl_path[0]) {
-		const char *env = getenv("KTLSGATE_ENOMEM_CTL");
-		if (!env || strlen(env) >= sizeof(ctl_path)) {
-			atomic_store(&last_check_ms, now + 1000000000L); /* never again */
-			return;
-		}
-		strcpy(ctl_path, env);
-		strcpy(count_path, env);
-		strcat(count_path, ".count");
-	}
+	if (!ctl_path[0] && set_paths() < 0)
+		return; /* the environment may not be set up yet: look again later */
 	fd = (int)syscall(SYS_openat, AT_FDCWD, ctl_path, O_RDONLY | O_CLOEXEC);
 	n = fd < 0 ? 0 : syscall(SYS_read, fd, buf, sizeof(buf) - 1);
 	if (fd >= 0)
 		syscall(SYS_close, fd);
 	buf[n > 0 ? n : 0] = '\0';
-	if (strncmp(buf, "every", 5) == 0) {
+	if (starts_with(buf, "every")) {
 		m = EVERY;
 		v = parse_ulong(buf + 5);
-	} else if (strncmp(buf, "at", 2) == 0) {
+	} else if (starts_with(buf, "at")) {
 		m = AT;
 		v = parse_ulong(buf + 2);
 	}
@@ -148,14 +179,32 @@ static void reread_ctl(void)
 	write_count();
 }
 
-static int should_fail(void)
+/* Whether the allocation's caller is a spared function; only asked when a
+ * failure is due (dladdr takes a lock but does not allocate). */
+static int spared(const void *caller)
+{
+	const char *list = getenv("KTLSGATE_ENOMEM_SPARE");
+	Dl_info info;
+	size_t n;
+
+	if (!list || !*list || !dladdr(caller, &info) || !info.dli_sname)
+		return 0;
+	n = strlen(info.dli_sname);
+	for (const char *p = list; *p; p += strcspn(p, ","), p += *p == ',') {
+		if (strncmp(p, info.dli_sname, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+			return 1;
+	}
+	return 0;
+}
+
+static int should_fail(const void *caller)
 {
 	unsigned long total = atomic_fetch_add(&calls_total, 1) + 1;
 	unsigned long since = atomic_fetch_add(&calls_since, 1) + 1;
 	unsigned long v;
 	int fail = 0;
 
-	reread_ctl();
+	reread_ctl(total);
 	v = atomic_load(&param);
 	switch (atomic_load(&mode)) {
 	case EVERY:
@@ -167,6 +216,8 @@ static int should_fail(void)
 	default:
 		break;
 	}
+	if (fail && spared(caller))
+		fail = 0;
 	if (fail) {
 		atomic_fetch_add(&failures, 1);
 		errno = ENOMEM;
@@ -179,7 +230,7 @@ void *malloc(size_t n)
 	resolve();
 	if (!next_malloc)
 		return boot_alloc(n);
-	return should_fail() ? NULL : next_malloc(n);
+	return should_fail(__builtin_return_address(0)) ? NULL : next_malloc(n);
 }
 
 void *calloc(size_t n, size_t size)
@@ -187,7 +238,7 @@ void *calloc(size_t n, size_t size)
 	resolve();
 	if (!next_calloc) /* the arena is static: already zero */
 		return size && n > SIZE_MAX / size ? NULL : boot_alloc(n * size);
-	return should_fail() ? NULL : next_calloc(n, size);
+	return should_fail(__builtin_return_address(0)) ? NULL : next_calloc(n, size);
 }
 
 void *realloc(void *p, size_t n)
@@ -201,7 +252,7 @@ void *realloc(void *p, size_t n)
 		}
 		return q;
 	}
-	return should_fail() ? NULL : next_realloc(p, n);
+	return should_fail(__builtin_return_address(0)) ? NULL : next_realloc(p, n);
 }
 
 void *aligned_alloc(size_t align, size_t n)
@@ -209,7 +260,7 @@ void *aligned_alloc(size_t align, size_t n)
 	resolve();
 	if (!next_aligned_alloc)
 		return boot_alloc(n);
-	return should_fail() ? NULL : next_aligned_alloc(align, n);
+	return should_fail(__builtin_return_address(0)) ? NULL : next_aligned_alloc(align, n);
 }
 
 void free(void *p)
