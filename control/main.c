@@ -22,6 +22,7 @@
 #include "generation.h"
 #include "ktls_probe.h"
 #include "log.h"
+#include "tlsctx.h"
 #include "options.h"
 #include "privdrop.h"
 #include "ticket_keys.h"
@@ -471,6 +472,7 @@ int main(int argc, char **argv)
 	case KG_PARSE_OK:
 		break;
 	}
+	kg_tls_load_algorithms();
 	rt.gen = load_generation(&opt, &pd);
 	if (opt.check) {
 		int rc = run_check(&rt);

@@ -8,7 +8,11 @@
 #include <openssl/pkcs12.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <openssl/decoder.h>
+#include <openssl/encoder.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -829,4 +833,44 @@ void kg_tls_upstream_free(struct kg_upstream *u)
 	kg_tls_trust_free(&u->trust);
 	kg_tls_identity_free(&u->id);
 	memset(u, 0, sizeof(*u));
+}
+
+/* OpenSSL 3.0 asks a provider for an operation's algorithms once: if an
+ * allocation fails while it builds them, the missing ones stay missing (a
+ * later fetch of TLS13-KDF fails "unsupported" forever, and so does every
+ * handshake). Building every operation's whole table here, while memory is
+ * plentiful, leaves nothing for a later failure to lose. */
+#define KG_NOOP_FOR(type) \
+	static void load_##type(type *method, void *arg) \
+	{ \
+		(void)method; \
+		(void)arg; \
+	}
+KG_NOOP_FOR(EVP_MD)
+KG_NOOP_FOR(EVP_CIPHER)
+KG_NOOP_FOR(EVP_KDF)
+KG_NOOP_FOR(EVP_MAC)
+KG_NOOP_FOR(EVP_RAND)
+KG_NOOP_FOR(EVP_KEYMGMT)
+KG_NOOP_FOR(EVP_KEYEXCH)
+KG_NOOP_FOR(EVP_SIGNATURE)
+KG_NOOP_FOR(EVP_ASYM_CIPHER)
+KG_NOOP_FOR(EVP_KEM)
+KG_NOOP_FOR(OSSL_DECODER)
+KG_NOOP_FOR(OSSL_ENCODER)
+
+void kg_tls_load_algorithms(void)
+{
+	EVP_MD_do_all_provided(NULL, load_EVP_MD, NULL);
+	EVP_CIPHER_do_all_provided(NULL, load_EVP_CIPHER, NULL);
+	EVP_KDF_do_all_provided(NULL, load_EVP_KDF, NULL);
+	EVP_MAC_do_all_provided(NULL, load_EVP_MAC, NULL);
+	EVP_RAND_do_all_provided(NULL, load_EVP_RAND, NULL);
+	EVP_KEYMGMT_do_all_provided(NULL, load_EVP_KEYMGMT, NULL);
+	EVP_KEYEXCH_do_all_provided(NULL, load_EVP_KEYEXCH, NULL);
+	EVP_SIGNATURE_do_all_provided(NULL, load_EVP_SIGNATURE, NULL);
+	EVP_ASYM_CIPHER_do_all_provided(NULL, load_EVP_ASYM_CIPHER, NULL);
+	EVP_KEM_do_all_provided(NULL, load_EVP_KEM, NULL);
+	OSSL_DECODER_do_all_provided(NULL, load_OSSL_DECODER, NULL);
+	OSSL_ENCODER_do_all_provided(NULL, load_OSSL_ENCODER, NULL);
 }

@@ -10,11 +10,12 @@
  *              (sweeping K walks the failure through start-up)
  * The shim writes the number of failed allocations so far to FILE.count.
  *
- * KTLSGATE_ENOMEM_SPARE=NAME[,NAME...] never fails an allocation made directly
- * by these (exported) functions: for bugs in libraries we cannot fix. The one
- * known: libfyaml 0.7.12's fy_parse_input_append checks its parser instead of
- * the fy_input that fy_input_create returned, and dereferences NULL when
- * fy_input_alloc's calloc failed.
+ * KTLSGATE_ENOMEM_SPARE=NAME[,NAME...] never fails an allocation made by (or
+ * on behalf of: the 8 innermost frames are looked at) these exported
+ * functions: for bugs in libraries we cannot fix. The one known: libfyaml
+ * 0.7.12's fy_parse_input_append checks its parser instead of the fy_input
+ * that fy_input_create returned (NULL when its calloc or asprintf failed) and
+ * dereferences NULL: spare fy_input_create.
  *
  * Forwarding goes to the next definition (RTLD_NEXT): glibc's, or the
  * sanitizer's under ASan (run with ASAN_OPTIONS=verify_asan_link_order=0).
@@ -25,6 +26,7 @@
 #endif
 #include <dlfcn.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -143,7 +145,9 @@ static int set_paths(void)
 	return 0;
 }
 
-/* Every 64th allocation looks at the clock, every 20 ms at the file. */
+/* While failing, every allocation looks at the clock (an idle daemon must
+ * see "off" on its next request); otherwise every 64th. The file is read
+ * every 20 ms at most. */
 static void reread_ctl(unsigned long calls)
 {
 	long now, last = atomic_load(&last_check_ms);
@@ -152,7 +156,7 @@ static void reread_ctl(unsigned long calls)
 	long n;
 	unsigned long v = 0;
 
-	if (calls % 64 != 1)
+	if (atomic_load(&mode) == OFF && calls % 64 != 1)
 		return;
 	now = now_ms();
 	if (now - last < 20 || !atomic_compare_exchange_strong(&last_check_ms, &last, now))
@@ -179,15 +183,12 @@ static void reread_ctl(unsigned long calls)
 	write_count();
 }
 
-/* Whether the allocation's caller is a spared function; only asked when a
- * failure is due (dladdr takes a lock but does not allocate). */
-static int spared(const void *caller)
+static int listed(const char *list, const void *ip)
 {
-	const char *list = getenv("KTLSGATE_ENOMEM_SPARE");
 	Dl_info info;
 	size_t n;
 
-	if (!list || !*list || !dladdr(caller, &info) || !info.dli_sname)
+	if (!dladdr(ip, &info) || !info.dli_sname)
 		return 0;
 	n = strlen(info.dli_sname);
 	for (const char *p = list; *p; p += strcspn(p, ","), p += *p == ',') {
@@ -197,7 +198,37 @@ static int spared(const void *caller)
 	return 0;
 }
 
-static int should_fail(const void *caller)
+/* Whether a spared function is among the callers; only asked when a failure
+ * is due. backtrace() was warmed up at load (its first call loads libgcc_s
+ * and allocates); dladdr takes a lock but does not allocate. */
+static __thread int unwinding __attribute__((tls_model("initial-exec")));
+
+static int spared(void)
+{
+	const char *list = getenv("KTLSGATE_ENOMEM_SPARE");
+	void *ips[10];
+	int n, hit = 0;
+
+	if (!list || !*list)
+		return 0;
+	if (unwinding) /* the unwinder's own allocations: never failed */
+		return 1;
+	unwinding = 1;
+	n = backtrace(ips, 10);
+	for (int i = 2; i < n && !hit; i++) /* 0: here, 1: should_fail */
+		hit = listed(list, ips[i]);
+	unwinding = 0;
+	return hit;
+}
+
+__attribute__((constructor)) static void warm_up_backtrace(void)
+{
+	void *ips[2];
+
+	backtrace(ips, 2);
+}
+
+static int should_fail(void)
 {
 	unsigned long total = atomic_fetch_add(&calls_total, 1) + 1;
 	unsigned long since = atomic_fetch_add(&calls_since, 1) + 1;
@@ -216,7 +247,7 @@ static int should_fail(const void *caller)
 	default:
 		break;
 	}
-	if (fail && spared(caller))
+	if (fail && spared())
 		fail = 0;
 	if (fail) {
 		atomic_fetch_add(&failures, 1);
@@ -230,7 +261,7 @@ void *malloc(size_t n)
 	resolve();
 	if (!next_malloc)
 		return boot_alloc(n);
-	return should_fail(__builtin_return_address(0)) ? NULL : next_malloc(n);
+	return should_fail() ? NULL : next_malloc(n);
 }
 
 void *calloc(size_t n, size_t size)
@@ -238,7 +269,7 @@ void *calloc(size_t n, size_t size)
 	resolve();
 	if (!next_calloc) /* the arena is static: already zero */
 		return size && n > SIZE_MAX / size ? NULL : boot_alloc(n * size);
-	return should_fail(__builtin_return_address(0)) ? NULL : next_calloc(n, size);
+	return should_fail() ? NULL : next_calloc(n, size);
 }
 
 void *realloc(void *p, size_t n)
@@ -252,7 +283,7 @@ void *realloc(void *p, size_t n)
 		}
 		return q;
 	}
-	return should_fail(__builtin_return_address(0)) ? NULL : next_realloc(p, n);
+	return should_fail() ? NULL : next_realloc(p, n);
 }
 
 void *aligned_alloc(size_t align, size_t n)
@@ -260,7 +291,7 @@ void *aligned_alloc(size_t align, size_t n)
 	resolve();
 	if (!next_aligned_alloc)
 		return boot_alloc(n);
-	return should_fail(__builtin_return_address(0)) ? NULL : next_aligned_alloc(align, n);
+	return should_fail() ? NULL : next_aligned_alloc(align, n);
 }
 
 void free(void *p)

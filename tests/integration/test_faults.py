@@ -89,7 +89,7 @@ def with_shim(monkeypatch, ctl, command="off"):
     monkeypatch.setenv("LD_PRELOAD", shim_path())
     monkeypatch.setenv("KTLSGATE_ENOMEM_CTL", ctl)
     # libfyaml 0.7.12 crashes when this one fails (enomem_shim.c): not ours to fix.
-    monkeypatch.setenv("KTLSGATE_ENOMEM_SPARE", "fy_input_alloc")
+    monkeypatch.setenv("KTLSGATE_ENOMEM_SPARE", "fy_input_create")
     if SANITIZED:  # the shim comes before the sanitizer's runtime
         opts = os.environ.get("ASAN_OPTIONS", "")
         monkeypatch.setenv("ASAN_OPTIONS", (opts + ":" if opts else "") + "verify_asan_link_order=0")
