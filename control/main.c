@@ -472,6 +472,10 @@ int main(int argc, char **argv)
 	case KG_PARSE_OK:
 		break;
 	}
+	/* Explicitly and first: when OpenSSL's own initialisation cannot
+	 * allocate, later calls crash on the default context's NULL lock. */
+	if (!OPENSSL_init_ssl(0, NULL))
+		die("OpenSSL initialisation failed (out of memory)");
 	kg_tls_load_algorithms();
 	rt.gen = load_generation(&opt, &pd);
 	if (opt.check) {

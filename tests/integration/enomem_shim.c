@@ -6,9 +6,13 @@
  * it again at most every 20 ms, so a test changes the fault while the daemon runs:
  *   off        no failures (also when the file is missing)
  *   every N    from now on, every Nth allocation fails
- *   at K       only the Kth allocation since the process started fails
+ *   at K       only the Kth allocation since main() started fails
  *              (sweeping K walks the failure through start-up)
- * The shim writes the number of failed allocations so far to FILE.count.
+ * Nothing fails before main(): library constructors (ld.so, DPDK's trace
+ * points, GnuTLS, libnuma) are not the daemon's code, and some of them crash
+ * or exit on a failed allocation.
+ * The shim writes "FAILED CALLS" (failed allocations, all allocations so
+ * far) to FILE.count each time it reads FILE.
  *
  * KTLSGATE_ENOMEM_SPARE=NAME[,NAME...] never fails an allocation made by (or
  * on behalf of: the 8 innermost frames are looked at) these exported
@@ -51,6 +55,7 @@ static atomic_int mode;
 static atomic_ulong param;
 static atomic_ulong calls_total, calls_since, failures;
 static atomic_long last_check_ms = -1000;
+static atomic_int ctl_read, ctl_reading;
 static char ctl_path[512], count_path[520];
 
 static void *boot_alloc(size_t n)
@@ -100,16 +105,24 @@ static unsigned long parse_ulong(const char *p)
 }
 
 /* Raw syscalls only: nothing here may allocate. */
+static char *put_ulong(char *p, unsigned long v)
+{
+	do
+		*--p = (char)('0' + v % 10);
+	while (v /= 10);
+	return p;
+}
+
+/* "FAILURES CALLS\n": failed allocations and all allocations so far. */
 static void write_count(void)
 {
-	char buf[32], *p = buf + sizeof(buf);
-	unsigned long v = atomic_load(&failures);
+	char buf[48], *p = buf + sizeof(buf);
 	int fd;
 
 	*--p = '\n';
-	do
-		*--p = (char)('0' + v % 10);
-	while ((v /= 10) && p > buf);
+	p = put_ulong(p, atomic_load(&calls_total));
+	*--p = ' ';
+	p = put_ulong(p, atomic_load(&failures));
 	fd = (int)syscall(SYS_openat, AT_FDCWD, count_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 			  0644);
 	if (fd < 0)
@@ -156,13 +169,22 @@ static void reread_ctl(unsigned long calls)
 	long n;
 	unsigned long v = 0;
 
-	if (atomic_load(&mode) == OFF && calls % 64 != 1)
+	/* Until the file has been read once, every call tries: "at K" may
+	 * name one of the very first allocations. */
+	if (!atomic_load(&ctl_read)) {
+		if (atomic_exchange(&ctl_reading, 1))
+			return;
+		if (!ctl_path[0] && set_paths() < 0) { /* no environment yet */
+			atomic_store(&ctl_reading, 0);
+			return;
+		}
+		last = -1000;
+	} else if (atomic_load(&mode) == OFF && calls % 64 != 1) {
 		return;
+	}
 	now = now_ms();
 	if (now - last < 20 || !atomic_compare_exchange_strong(&last_check_ms, &last, now))
 		return;
-	if (!ctl_path[0] && set_paths() < 0)
-		return; /* the environment may not be set up yet: look again later */
 	fd = (int)syscall(SYS_openat, AT_FDCWD, ctl_path, O_RDONLY | O_CLOEXEC);
 	n = fd < 0 ? 0 : syscall(SYS_read, fd, buf, sizeof(buf) - 1);
 	if (fd >= 0)
@@ -175,6 +197,7 @@ static void reread_ctl(unsigned long calls)
 		m = AT;
 		v = parse_ulong(buf + 2);
 	}
+	atomic_store(&ctl_read, 1);
 	if (m != atomic_load(&mode) || v != atomic_load(&param)) {
 		atomic_store(&calls_since, 0);
 		atomic_store(&param, v);
@@ -206,7 +229,7 @@ static __thread int unwinding __attribute__((tls_model("initial-exec")));
 static int spared(void)
 {
 	const char *list = getenv("KTLSGATE_ENOMEM_SPARE");
-	void *ips[10];
+	void *ips[32];
 	int n, hit = 0;
 
 	if (!list || !*list)
@@ -214,7 +237,7 @@ static int spared(void)
 	if (unwinding) /* the unwinder's own allocations: never failed */
 		return 1;
 	unwinding = 1;
-	n = backtrace(ips, 10);
+	n = backtrace(ips, 32);
 	for (int i = 2; i < n && !hit; i++) /* 0: here, 1: should_fail */
 		hit = listed(list, ips[i]);
 	unwinding = 0;
@@ -228,9 +251,15 @@ __attribute__((constructor)) static void warm_up_backtrace(void)
 	backtrace(ips, 2);
 }
 
+static atomic_int main_started;
+
 static int should_fail(void)
 {
-	unsigned long total = atomic_fetch_add(&calls_total, 1) + 1;
+	unsigned long total;
+
+	if (!atomic_load(&main_started))
+		return 0;
+	total = atomic_fetch_add(&calls_total, 1) + 1;
 	unsigned long since = atomic_fetch_add(&calls_since, 1) + 1;
 	unsigned long v;
 	int fail = 0;
@@ -301,4 +330,26 @@ void free(void *p)
 	resolve();
 	if (next_free)
 		next_free(p);
+}
+
+/* __libc_start_main runs the executable's constructors, then main: the
+ * wrapper marks where the daemon's own code begins. */
+typedef int (*main_fn)(int, char **, char **);
+static main_fn real_main;
+
+static int main_wrapper(int argc, char **argv, char **envp)
+{
+	atomic_store(&main_started, 1);
+	return real_main(argc, argv, envp);
+}
+
+int __libc_start_main(main_fn main, int argc, char **argv, void (*init)(void),
+		      void (*fini)(void), void (*rtld_fini)(void), void *stack_end)
+{
+	int (*next)(main_fn, int, char **, void (*)(void), void (*)(void), void (*)(void),
+		    void *) = (int (*)(main_fn, int, char **, void (*)(void), void (*)(void),
+				       void (*)(void), void *))dlsym(RTLD_NEXT, "__libc_start_main");
+
+	real_main = main;
+	return next(main_wrapper, argc, argv, init, fini, rtld_fini, stack_end);
 }
