@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import test_control
 import tlsclient
 from conftest import BIN, SANITIZED
 from test_hardening import settled_nfds, still_serves
@@ -64,16 +65,8 @@ def test_cq_entries_out_of_bounds_is_a_start_error(pki, echo_backend, start_daem
 
 # --- allocation failures (tests/integration/enomem_shim.c) ----------------------------------
 
-CONFIG = """
-listeners:
-  - name: main
-    listen: "127.0.0.1:{port}"
-    identities:
-      - {{ cert: "{pki}/server-ecdsa-chain.crt", key: "{pki}/server-ecdsa.key" }}
-    client_ca: "{pki}/client-ca.pem"
-    crl: "{pki}/crl-bundle.pem"
-    backends: "{backend}"
-"""
+# test_control's one listener, with a CRL: revocation must survive the faults.
+CONFIG = test_control.CONFIG + '    crl: "{pki}/crl-bundle.pem"\n'
 
 
 def shim_path():

@@ -31,20 +31,8 @@ ROUNDS = int(os.environ.get("KTLS_HOSTILE_ROUNDS", "5"))
 IDLE_S = 3
 
 
-class ModeBackend:
+class ModeBackend(kd.EchoBackend):
     """The first line the client sends picks what the backend does."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(256)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.loop, daemon=True).start()
-
-    def loop(self):
-        while True:
-            c, _ = self.sock.accept()
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
 
     @staticmethod
     def serve(c):
@@ -112,16 +100,6 @@ def rss_kib(pid):
         return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
 
 
-def wait_access(log_path, n, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        lines = kd.access_lines(log_path)
-        if len(lines) >= n:
-            return lines
-        time.sleep(0.1)
-    return kd.access_lines(log_path)
-
-
 # --- the faults -------------------------------------------------------------------------------
 
 def relaying(pki, port, mode):
@@ -180,7 +158,7 @@ def check_resets(pki, port, log_path):
                 fn(pki, port)
             except (OSError, ssl.SSLError) as e:
                 errors.append(repr(e))
-        lines = wait_access(log_path, before + ROUNDS)[before:]
+        lines = kd.wait_access(log_path, before + ROUNDS, timeout=30)[before:]
         ok = len(lines) == ROUNDS and all(
             "path=ktls" in l and "result=ok" in l and re.search(r"end=(%s)\b" % "|".join(ends), l)
             for l in lines)
@@ -196,7 +174,7 @@ def check_client_never_reads(pki, port, log_path, pid):
     s = connect(pki, port)
     s.sendall(b"stream\n")
     t0 = time.time()
-    lines = wait_access(log_path, before + 1, timeout=IDLE_S + 30)[before:]
+    lines = kd.wait_access(log_path, before + 1, timeout=IDLE_S + 30)[before:]
     took = time.time() - t0
     grown = rss_kib(pid) - rss0
     line = lines[0] if lines else ""
@@ -221,7 +199,7 @@ def check_backend_never_reads(pki, port, log_path, pid):
             sent += s.send(block)
     except (socket.timeout, ssl.SSLError, OSError):
         pass
-    lines = wait_access(log_path, before + 1, timeout=IDLE_S + 30)[before:]
+    lines = kd.wait_access(log_path, before + 1, timeout=IDLE_S + 30)[before:]
     grown = rss_kib(pid) - rss0
     line = lines[0] if lines else ""
     kd.check("path=ktls" in line and "end=idle_timeout" in line and sent < 32 << 20
@@ -250,7 +228,7 @@ def check_backend_reset(pki, port, log_path):
         s.close()
         ok += got == b"r" * 1000 and how == "eof without close_notify"
         hows.append(f"{len(got)} bytes, {how}")
-    lines = wait_access(log_path, before + ROUNDS)[before:]
+    lines = kd.wait_access(log_path, before + ROUNDS, timeout=30)[before:]
     good = [l for l in lines if "path=ktls" in l and "end=backend_reset" in l
             and "bytes_out=1000" in l]
     kd.check(ok == ROUNDS and len(good) == ROUNDS,
@@ -277,7 +255,7 @@ def check_still_serves(pki, port, log_path):
         n += len(d)
     t.join()
     s.close()
-    line = (wait_access(log_path, before + 1)[before:] or [""])[0]
+    line = (kd.wait_access(log_path, before + 1, timeout=30)[before:] or [""])[0]
     kd.check(n == len(data) and got.digest() == hashlib.sha256(data).digest() and "path=ktls" in line,
              "afterwards a good client transfers 8 MiB byte-exact over kTLS")
 
