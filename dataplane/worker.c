@@ -587,8 +587,9 @@ static void note_cq_overflow(struct kg_worker *w)
 }
 
 /* -EBADR: the kernel could not even park a completion (out of memory) and
- * dropped it. Keep serving the rest; the connection that waited for it is
- * ended by its deadline. */
+ * dropped it. Keep serving the rest: stopping the worker would end all of
+ * its connections, where the lost completion costs one (it never reaches
+ * zero operations in flight, so it is only freed when the daemon stops). */
 static bool ring_wait_failed(struct kg_worker *w, int rc)
 {
 	if (rc >= 0 || rc == -EINTR || rc == -EAGAIN || rc == -EBUSY || rc == -ETIME)
