@@ -374,9 +374,10 @@ static void on_accept(struct kg_listener *l, int res, unsigned flags)
 		return;
 	}
 	struct kg_conn *c = kg_conn_new(w, res, l->index);
-	if (!c) {
+	if (!c) { /* no memory for its state: this one client is refused, and says so */
 		kg_srclimit_release(&src);
 		close_fd_via_ring(w, res);
+		log_accept_error(w, -ENOMEM, false);
 		return;
 	}
 	c->src = src;
