@@ -13,7 +13,8 @@ import pytest
 import test_control
 import tlsclient
 from conftest import BIN, SANITIZED
-from test_hardening import settled_nfds, still_serves
+from procfs import settled_nfds
+from test_hardening import still_serves
 
 MIB = 1 << 20
 

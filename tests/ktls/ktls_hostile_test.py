@@ -27,6 +27,8 @@ import time
 sys.dont_write_bytecode = True  # the guest sees the host's tree read-only
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ktls_daemon_test as kd  # noqa: E402  (PKI, transfer, check helpers)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from procfs import rss_kib, settled_nfds  # noqa: E402
 
 V13, V12 = ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2
 ROUNDS = int(os.environ.get("KTLS_HOSTILE_ROUNDS", "5"))
@@ -80,26 +82,6 @@ def connect(pki, port, version=V13):
 def rst_close(s):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
-
-
-def nfds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def settled_nfds(pid):
-    prev = nfds(pid)
-    for _ in range(50):
-        time.sleep(0.2)
-        cur = nfds(pid)
-        if cur == prev:
-            return cur
-        prev = cur
-    return prev
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
 
 
 # --- the faults -------------------------------------------------------------------------------
