@@ -49,6 +49,9 @@ def test_cq_overflow_loses_no_completion(pki, echo_backend, start_daemon, monkey
     assert set(dropped) == {"0"}, dropped
     stats = d.ctl("show stats")
     assert stats["ok"] and stats["total"]["cq_overflows"] > 0, stats
+    metrics = d.ctl("metrics").get("text", "")
+    m = re.search(r"^ktlsgate_io_uring_cq_overflows_total (\d+)$", metrics, re.M)
+    assert m and int(m.group(1)) > 0, metrics[-2000:]
     assert "ring_error" not in d.text() and "cq_dropped" not in d.text()
     assert settled_nfds(d.proc.pid) == base
     still_serves(pki, port)
