@@ -259,9 +259,20 @@ def start_daemon(pki, backend_port, log_path, sock_path, env=None):
 def stop(proc):
     proc.terminate()
     try:
-        proc.wait(10)
+        proc.wait(30)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def check_clean_exit(proc, log_path, what):
+    """SIGTERM drains and exits 0; a sanitizer build (KTLSGATE_BIN may be
+    build-asan's) reports into the log and exits non-zero."""
+    stop(proc)
+    text = open(log_path).read()
+    bad = re.search(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:", text)
+    kd.check(proc.returncode == 0 and not bad,
+             f"{what} exits 0 on SIGTERM, no sanitizer report (rc={proc.returncode}"
+             + (f", {bad.group(0)}" if bad else "") + ")")
 
 
 def check_cq_overflow(pki, work):
@@ -291,7 +302,7 @@ def check_cq_overflow(pki, work):
                  f"8-entry CQ: {results.count(True)}/{len(results)} transfers byte-exact, "
                  f"{ktls} path=ktls, cq_overflow logged {len(overflow)} times, dropped=0")
     finally:
-        stop(proc)
+        check_clean_exit(proc, log_path, "the 8-entry CQ daemon")
 
 
 def main():
@@ -319,6 +330,7 @@ def main():
         kd.check(after == base, f"no descriptor leaked: {base} fds before, {after} after")
         check_still_serves(pki, port, log_path)
         kd.check(daemon.poll() is None, "the daemon is still running")
+        check_clean_exit(daemon, log_path, "the daemon")
         check_cq_overflow(pki, work)
         return kd.summary()
     finally:
