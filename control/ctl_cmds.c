@@ -125,7 +125,7 @@ static json_t *stats_json(const struct kg_worker_stats *s)
 		json_object_set_new(refused, kg_refusal_names[r], json_integer((json_int_t)s->refused[r]));
 	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:o,"
 			 " s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:I, s:o, s:I,"
-			 " s:{s:I, s:I, s:I, s:I}}",
+			 " s:{s:I, s:I, s:I, s:I}, s:I}",
 			 "conns_active", (json_int_t)s->conns_active,
 			 "conns_total", (json_int_t)s->conns_total,
 			 "handshakes_ok", (json_int_t)s->handshakes_ok,
@@ -148,7 +148,8 @@ static json_t *stats_json(const struct kg_worker_stats *s)
 			 "session_cache", "hits", (json_int_t)s->session_cache_hits,
 			 "misses", (json_int_t)s->session_cache_misses,
 			 "refused", (json_int_t)s->session_cache_refused,
-			 "evictions", (json_int_t)s->session_cache_evictions);
+			 "evictions", (json_int_t)s->session_cache_evictions,
+			 "cq_overflows", (json_int_t)s->cq_overflows);
 }
 
 static json_t *cmd_show_stats(struct kg_daemon *d, json_t *req)

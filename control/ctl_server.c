@@ -111,14 +111,10 @@ static void drop_client(struct ctl_client *c)
 }
 
 /* Blocking write with a timeout: a client that never reads loses its reply. */
-static void send_reply(struct ctl_client *c, json_t *reply)
+static void send_text(struct ctl_client *c, const char *text, size_t len)
 {
-	char *text = json_dumps(reply, JSON_COMPACT | JSON_REAL_PRECISION(6));
-	size_t len = text ? strlen(text) : 0, off = 0;
+	size_t off = 0;
 
-	if (!text)
-		return;
-	text[len++] = '\n'; /* json_dumps' NUL becomes the line end */
 	while (off < len) {
 		struct pollfd p = { .fd = c->fd, .events = POLLOUT };
 		if (poll(&p, 1, 5000) <= 0)
@@ -129,6 +125,52 @@ static void send_reply(struct ctl_client *c, json_t *reply)
 		if (n > 0)
 			off += (size_t)n;
 	}
+}
+
+/* The reply as one line. Not json_dumps: when its growing buffer cannot
+ * grow, jansson 2.14 drops an object key and goes on (dump.c ignores
+ * dump_string's result), and the client gets invalid JSON. json_dumpb into a
+ * buffer of the measured size never allocates while writing. */
+static char *reply_line(json_t *reply, size_t *len)
+{
+	const size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(6);
+	size_t n = reply ? json_dumpb(reply, NULL, 0, flags) : 0;
+	char *text = n ? malloc(n + 1) : NULL;
+
+	if (!text || json_dumpb(reply, text, n, flags) != n) {
+		free(text);
+		return NULL;
+	}
+	text[n] = '\n';
+	*len = n + 1;
+	return text;
+}
+
+/* Out of memory for this request: it alone is refused, with a line in the
+ * log (at most one a second) and a fixed reply that needs no allocation. */
+static void send_oom(struct ctl_client *c)
+{
+	static const char oom[] = "{\"ok\":false,\"error\":\"out of memory\"}\n";
+	static uint64_t last_log_ms;
+	uint64_t now = kg_now_ms();
+
+	if (!last_log_ms || now - last_log_ms >= 1000) {
+		last_log_ms = now;
+		kg_log_msg(KG_LOG_ERROR, "control_error", "out of memory: request refused");
+	}
+	send_text(c, oom, sizeof(oom) - 1);
+}
+
+static void send_reply(struct ctl_client *c, json_t *reply)
+{
+	size_t len;
+	char *text = reply_line(reply, &len);
+
+	if (!text) {
+		send_oom(c);
+		return;
+	}
+	send_text(c, text, len);
 	free(text);
 }
 
@@ -196,6 +238,8 @@ static void accept_client(struct kg_ctl *ctl)
 		/* Refused after it has spoken: closing on unread bytes would reset
 		 * the connection and lose the reply that says why. */
 		ctl->clients[i].denied = allowed ? NULL : strdup(why);
+		if (!allowed && !ctl->clients[i].denied) /* never let it in for want of memory */
+			drop_client(&ctl->clients[i]);
 		return;
 	}
 	struct ctl_client tmp = { .fd = fd };
@@ -247,6 +291,7 @@ static bool serve_lines(struct kg_ctl *ctl, struct ctl_client *c)
 static void read_client(struct kg_ctl *ctl, struct ctl_client *c)
 {
 	if (!grow(c, c->len + 65536)) {
+		send_oom(c);
 		drop_client(c);
 		return;
 	}

@@ -22,6 +22,7 @@
 #include "generation.h"
 #include "ktls_probe.h"
 #include "log.h"
+#include "tlsctx.h"
 #include "options.h"
 #include "privdrop.h"
 #include "session_cache.h"
@@ -488,6 +489,11 @@ int main(int argc, char **argv)
 	case KG_PARSE_OK:
 		break;
 	}
+	/* Explicitly and first: when OpenSSL's own initialisation cannot
+	 * allocate, later calls crash on the default context's NULL lock. */
+	if (!OPENSSL_init_ssl(0, NULL))
+		die("OpenSSL initialisation failed (out of memory)");
+	kg_tls_load_algorithms();
 	rt.gen = load_generation(&opt, &pd);
 	if (opt.check) {
 		int rc = run_check(&rt);

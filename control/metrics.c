@@ -161,6 +161,9 @@ static void counters(FILE *f, const struct kg_worker_stats *s)
 	counter(f, "ktlsgate_backend_failures_total", "Clients no backend would take.", s->backend_failures);
 	counter(f, "ktlsgate_connection_limit_hits_total", "Connections refused over max_connections.",
 		s->conn_limit_hits);
+	counter(f, "ktlsgate_io_uring_cq_overflows_total",
+		"Worker loop rounds that found completions parked in the kernel (CQ full).",
+		s->cq_overflows);
 	latency_histogram(f, s);
 }
 

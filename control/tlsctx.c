@@ -8,7 +8,11 @@
 #include <openssl/pkcs12.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <openssl/decoder.h>
+#include <openssl/encoder.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -109,8 +113,14 @@ static STACK_OF(X509) *read_certs(const struct kg_file *f, char *err, size_t err
 	if (!bio)
 		return NULL;
 	certs = sk_X509_new_null();
-	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
-		sk_X509_push(certs, x);
+	if (!certs)
+		goto oom;
+	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		if (!sk_X509_push(certs, x)) {
+			X509_free(x);
+			goto oom;
+		}
+	}
 	if (sk_X509_num(certs) == 0) {
 		file_error(f, err, errlen, "no certificate found (%s)", ossl_reason());
 		goto fail;
@@ -125,6 +135,8 @@ static STACK_OF(X509) *read_certs(const struct kg_file *f, char *err, size_t err
 	ERR_clear_error();
 	BIO_free(bio);
 	return certs;
+oom:
+	file_error(f, err, errlen, "out of memory");
 fail:
 	sk_X509_pop_free(certs, X509_free);
 	BIO_free(bio);
@@ -219,6 +231,10 @@ static int load_pkcs12(const struct kg_identity_spec *s, const char *pass,
 	}
 	PKCS12_free(p12);
 	out->chain = cas ? cas : sk_X509_new_null();
+	if (!out->chain) {
+		file_error(&s->pkcs12, err, errlen, "out of memory");
+		return -1;
+	}
 	if (!out->leaf || !out->key) {
 		file_error(&s->pkcs12, err, errlen, "bundle lacks a certificate or a private key");
 		return -1;
@@ -389,6 +405,21 @@ static bool record_file(const char ***files, int n, const char *path)
 	return true;
 }
 
+/* The trust keeps its own reference in cas and a copy of the name. */
+static bool push_ca(struct kg_client_trust *t, X509 *ca)
+{
+	X509_NAME *name = X509_NAME_dup(X509_get_subject_name(ca));
+
+	if (!name || !sk_X509_NAME_push(t->names, name)) {
+		X509_NAME_free(name);
+		return false;
+	}
+	if (!sk_X509_push(t->cas, ca))
+		return false;
+	X509_up_ref(ca);
+	return true;
+}
+
 static int add_client_cas(struct kg_client_trust *t, const struct kg_file *f, char *err,
 			  size_t errlen)
 {
@@ -406,12 +437,12 @@ static int add_client_cas(struct kg_client_trust *t, const struct kg_file *f, ch
 			file_error(f, err, errlen, "certificate %d is not a CA", i + 1);
 			goto out;
 		}
-		if (!record_file(&t->ca_files, sk_X509_num(t->cas), f->path))
+		/* A CA silently missing would refuse its clients as unknown_ca. */
+		if (!record_file(&t->ca_files, sk_X509_num(t->cas), f->path) ||
+		    !X509_STORE_add_cert(t->store, ca) || !push_ca(t, ca)) {
+			file_error(f, err, errlen, "out of memory");
 			goto out;
-		X509_STORE_add_cert(t->store, ca);
-		X509_up_ref(ca);
-		sk_X509_push(t->cas, ca);
-		sk_X509_NAME_push(t->names, X509_NAME_dup(X509_get_subject_name(ca)));
+		}
 	}
 	rc = 0;
 out:
@@ -491,12 +522,25 @@ static STACK_OF(X509_CRL) *parse_crl_file(const struct kg_file *f, char *err, si
 	if (!bio)
 		return NULL;
 	crls = sk_X509_CRL_new_null();
-	while (crls && (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL)
-		sk_X509_CRL_push(crls, crl);
+	while (crls && (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+		if (!sk_X509_CRL_push(crls, crl)) {
+			X509_CRL_free(crl);
+			break;
+		}
+	}
 	BIO_free(bio);
 	if (crls && sk_X509_CRL_num(crls) == 0) {
 		file_error(f, err, errlen, "no CRL found (%s)", ossl_reason());
 		sk_X509_CRL_free(crls);
+		return NULL;
+	}
+	/* As for certificates: only the end of the file may stop the loop. A
+	 * CRL lost to a failed allocation would let its revoked clients in. */
+	unsigned long e = ERR_peek_last_error();
+	if (!crls || (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE))) {
+		file_error(f, err, errlen, "CRL %d unreadable: %s", crls ? sk_X509_CRL_num(crls) + 1 : 1,
+			   crls ? ossl_reason() : "out of memory");
+		sk_X509_CRL_pop_free(crls, X509_CRL_free);
 		return NULL;
 	}
 	ERR_clear_error();
@@ -540,9 +584,11 @@ static int add_crl_file(struct kg_client_trust *t, const struct kg_file *f, char
 			return -1;
 		/* The store indexes CRLs by issuer and sorts revoked serials once,
 		 * so a lookup is a binary search, not a scan of the list. */
-		X509_STORE_add_crl(t->store, crl);
+		if (!X509_STORE_add_crl(t->store, crl) || !sk_X509_CRL_push(t->crls, crl)) {
+			file_error(f, err, errlen, "out of memory");
+			return -1;
+		}
 		X509_CRL_up_ref(crl);
-		sk_X509_CRL_push(t->crls, crl);
 	}
 	return 0;
 }
@@ -815,4 +861,44 @@ void kg_tls_upstream_free(struct kg_upstream *u)
 	kg_tls_trust_free(&u->trust);
 	kg_tls_identity_free(&u->id);
 	memset(u, 0, sizeof(*u));
+}
+
+/* OpenSSL 3.0 asks a provider for an operation's algorithms once: if an
+ * allocation fails while it builds them, the missing ones stay missing (a
+ * later fetch of TLS13-KDF fails "unsupported" forever, and so does every
+ * handshake). Building every operation's whole table here, while memory is
+ * plentiful, leaves nothing for a later failure to lose. */
+#define KG_NOOP_FOR(type) \
+	static void load_##type(type *method, void *arg) \
+	{ \
+		(void)method; \
+		(void)arg; \
+	}
+KG_NOOP_FOR(EVP_MD)
+KG_NOOP_FOR(EVP_CIPHER)
+KG_NOOP_FOR(EVP_KDF)
+KG_NOOP_FOR(EVP_MAC)
+KG_NOOP_FOR(EVP_RAND)
+KG_NOOP_FOR(EVP_KEYMGMT)
+KG_NOOP_FOR(EVP_KEYEXCH)
+KG_NOOP_FOR(EVP_SIGNATURE)
+KG_NOOP_FOR(EVP_ASYM_CIPHER)
+KG_NOOP_FOR(EVP_KEM)
+KG_NOOP_FOR(OSSL_DECODER)
+KG_NOOP_FOR(OSSL_ENCODER)
+
+void kg_tls_load_algorithms(void)
+{
+	EVP_MD_do_all_provided(NULL, load_EVP_MD, NULL);
+	EVP_CIPHER_do_all_provided(NULL, load_EVP_CIPHER, NULL);
+	EVP_KDF_do_all_provided(NULL, load_EVP_KDF, NULL);
+	EVP_MAC_do_all_provided(NULL, load_EVP_MAC, NULL);
+	EVP_RAND_do_all_provided(NULL, load_EVP_RAND, NULL);
+	EVP_KEYMGMT_do_all_provided(NULL, load_EVP_KEYMGMT, NULL);
+	EVP_KEYEXCH_do_all_provided(NULL, load_EVP_KEYEXCH, NULL);
+	EVP_SIGNATURE_do_all_provided(NULL, load_EVP_SIGNATURE, NULL);
+	EVP_ASYM_CIPHER_do_all_provided(NULL, load_EVP_ASYM_CIPHER, NULL);
+	EVP_KEM_do_all_provided(NULL, load_EVP_KEM, NULL);
+	OSSL_DECODER_do_all_provided(NULL, load_OSSL_DECODER, NULL);
+	OSSL_ENCODER_do_all_provided(NULL, load_OSSL_ENCODER, NULL);
 }

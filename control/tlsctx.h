@@ -37,6 +37,8 @@ int kg_tls_trust_new(const struct kg_auth_spec *a, struct kg_client_trust *t, ch
 void kg_tls_trust_free(struct kg_client_trust *t);
 /* Forgets files parsed during the last build (call when a build ends). */
 void kg_tls_build_cache_clear(void);
+/* Once at start-up: every provider algorithm into OpenSSL's method store. */
+void kg_tls_load_algorithms(void);
 /* Whether one of the trust's CRLs revokes x (a binary search per CRL). */
 bool kg_tls_trust_revokes(const struct kg_client_trust *t, X509 *x);
 

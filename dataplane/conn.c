@@ -234,7 +234,13 @@ void kg_conn_close(struct kg_conn *c, const char *end)
 		c->end = end;
 	c->state = KG_CS_CLOSING;
 	if (c->inflight == 0) {
-		conn_free(c);
+		/* Freed from the ring, never here: a close can come from deep
+		 * inside a handler (a failed allocation in kg_conn_flush_tls),
+		 * and the callers up the stack still touch c on their way out. */
+		struct io_uring_sqe *sqe = kg_get_sqe(&c->w->ring);
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data64(sqe, kg_ud(c, KG_OP_CANCEL));
+		c->inflight++;
 		return;
 	}
 	for (size_t i = 0; i < sizeof(cancellable) / sizeof(cancellable[0]); i++)

@@ -98,6 +98,7 @@ struct kg_worker_stats {
 	uint64_t conn_limit_hits;
 	uint64_t source_limit_hits; /* refused by --max-conns-per-source */
 	uint64_t accept_errors;     /* EMFILE and friends: accepting paused meanwhile */
+	uint64_t cq_overflows;      /* loop rounds that found completions parked in the kernel */
 	uint64_t bytes_in;  /* plaintext client -> backend */
 	uint64_t bytes_out; /* plaintext backend -> client */
 	uint64_t relayed_ktls, relayed_user; /* finished connections, by relay path */

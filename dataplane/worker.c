@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -107,26 +108,68 @@ static int open_listeners(struct kg_worker *w, char *err, size_t errlen)
 	return rc;
 }
 
-static int init_ring(struct io_uring *ring)
+/* KTLSGATE_TEST_CQ_ENTRIES shrinks the completion queue so that tests can
+ * make it overflow (tests/README.md). Not a configuration key: a smaller CQ
+ * only ever costs throughput, so operators get nothing from tuning it, and a
+ * test knob in the environment stays out of the documented surface. Only
+ * powers of two from 2 up to the default are taken; anything else is a
+ * start-up error. */
+static int cq_entries_wanted(unsigned *entries, char *err, size_t errlen)
 {
+	const char *v = getenv("KTLSGATE_TEST_CQ_ENTRIES");
+	char *end;
+	unsigned long n;
+
+	*entries = KG_CQ_ENTRIES;
+	if (!v || !*v)
+		return 0;
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (errno || *end || n < 2 || n > KG_CQ_ENTRIES || (n & (n - 1))) {
+		snprintf(err, errlen, "KTLSGATE_TEST_CQ_ENTRIES=%.32s: want a power of two "
+			 "from 2 to %d", v, KG_CQ_ENTRIES);
+		return -1;
+	}
+	*entries = (unsigned)n;
+	return 0;
+}
+
+/* The SQ may not be larger than the CQ (the kernel refuses the setup). */
+static int init_ring(struct io_uring *ring, unsigned cq_entries, char *err, size_t errlen)
+{
+	unsigned sq_entries = cq_entries < KG_RING_ENTRIES ? cq_entries : KG_RING_ENTRIES;
 	struct io_uring_params p = {
 		.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
-		.cq_entries = KG_CQ_ENTRIES,
+		.cq_entries = cq_entries,
 	};
-	int rc = io_uring_queue_init_params(KG_RING_ENTRIES, ring, &p);
+	int rc = io_uring_queue_init_params(sq_entries, ring, &p);
 
 	if (rc == -EINVAL) { /* older kernel: no COOP_TASKRUN / SUBMIT_ALL */
 		memset(&p, 0, sizeof(p));
 		p.flags = IORING_SETUP_CQSIZE;
-		p.cq_entries = KG_CQ_ENTRIES;
-		rc = io_uring_queue_init_params(KG_RING_ENTRIES, ring, &p);
+		p.cq_entries = cq_entries;
+		rc = io_uring_queue_init_params(sq_entries, ring, &p);
 	}
-	return rc;
+	if (rc < 0) {
+		snprintf(err, errlen, "io_uring setup failed: %s", strerror(-rc));
+		return rc;
+	}
+	/* Without NODROP a full CQ loses completions, and a connection whose
+	 * completion is lost is never freed. Every kernel with multishot
+	 * accept (5.19) has it; say so plainly if this one does not. */
+	if (!(p.features & IORING_FEAT_NODROP)) {
+		io_uring_queue_exit(ring);
+		snprintf(err, errlen, "io_uring: the kernel drops completions when the "
+			 "queue is full (no IORING_FEAT_NODROP)");
+		return -ENOTSUP;
+	}
+	return 0;
 }
 
 int kg_worker_init(struct kg_worker *w, unsigned id, int cpu, const struct kg_runtime *rt,
 		   char *err, size_t errlen)
 {
+	char why[160];
 	int rc;
 
 	memset(w, 0, sizeof(*w));
@@ -145,9 +188,11 @@ int kg_worker_init(struct kg_worker *w, unsigned id, int cpu, const struct kg_ru
 		snprintf(err, errlen, "worker %u: eventfd: %s", id, strerror(errno));
 		goto fail;
 	}
-	rc = init_ring(&w->ring);
+	if (cq_entries_wanted(&w->cq_entries, err, errlen) < 0)
+		goto fail;
+	rc = init_ring(&w->ring, w->cq_entries, why, sizeof(why));
 	if (rc < 0) {
-		snprintf(err, errlen, "worker %u: io_uring setup failed: %s", id, strerror(-rc));
+		snprintf(err, errlen, "worker %u: %s", id, why);
 		goto fail;
 	}
 	return 0;
@@ -329,9 +374,10 @@ static void on_accept(struct kg_listener *l, int res, unsigned flags)
 		return;
 	}
 	struct kg_conn *c = kg_conn_new(w, res, l->index);
-	if (!c) {
+	if (!c) { /* no memory for its state: this one client is refused, and says so */
 		kg_srclimit_release(&src);
 		close_fd_via_ring(w, res);
+		log_accept_error(w, -ENOMEM, false);
 		return;
 	}
 	c->src = src;
@@ -515,11 +561,59 @@ static void pin_to_cpu(struct kg_worker *w)
 		kg_log_msg(KG_LOG_WARN, "pin_failed", "worker %u: cannot pin to CPU %d", w->id, w->cpu);
 }
 
+/* Completions the CQ had no room for wait in the kernel (IORING_FEAT_NODROP)
+ * and come in order at the next io_uring_enter: nothing is lost, but a CQ that
+ * keeps overflowing is too small for the load. Counted per loop round that
+ * found some parked; one line a second at most. koverflow counts completions
+ * the kernel really dropped (it had no memory to park them). */
+static void note_cq_overflow(struct kg_worker *w)
+{
+	uint64_t now;
+
+	if (!(IO_URING_READ_ONCE(*w->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW))
+		return;
+	w->stats.cq_overflows++;
+	w->cq_overflows_unlogged++;
+	now = kg_now_ms();
+	if (w->last_overflow_log_ms && now - w->last_overflow_log_ms < KG_LOG_INTERVAL_MS)
+		return;
+	w->last_overflow_log_ms = now;
+	struct kg_field f[] = {
+		KG_I("worker", w->id), KG_I("cq_entries", w->cq_entries),
+		KG_I("rounds", w->cq_overflows_unlogged), KG_I("rounds_total", w->stats.cq_overflows),
+		KG_I("dropped", IO_URING_READ_ONCE(*w->ring.cq.koverflow)),
+	};
+	kg_log_event(KG_LOG_WARN, "cq_overflow", f, KG_NFIELDS(f));
+	w->cq_overflows_unlogged = 0;
+}
+
+/* -EBADR: the kernel could not even park a completion (out of memory) and
+ * dropped it. Keep serving the rest: stopping the worker would end all of
+ * its connections, where the lost completion costs one (it never reaches
+ * zero operations in flight, so it is only freed when the daemon stops). */
+static bool ring_wait_failed(struct kg_worker *w, int rc)
+{
+	if (rc >= 0 || rc == -EINTR || rc == -EAGAIN || rc == -EBUSY || rc == -ETIME)
+		return false;
+	if (rc == -EBADR) {
+		uint64_t now = kg_now_ms();
+		if (!w->last_overflow_log_ms || now - w->last_overflow_log_ms >= KG_LOG_INTERVAL_MS) {
+			w->last_overflow_log_ms = now;
+			kg_log_msg(KG_LOG_ERROR, "cq_dropped", "worker %u: the kernel dropped %u "
+				   "completions (out of memory)", w->id,
+				   IO_URING_READ_ONCE(*w->ring.cq.koverflow));
+		}
+		return false;
+	}
+	kg_log_msg(KG_LOG_ERROR, "ring_error", "worker %u: %s", w->id, strerror(-rc));
+	return true;
+}
+
 static void *worker_main(void *arg)
 {
 	struct kg_worker *w = arg;
 	struct io_uring_cqe *cqe;
-	unsigned head, seen;
+	unsigned head;
 
 	pin_to_cpu(w);
 	for (size_t i = 0; i < w->nlisteners; i++)
@@ -528,17 +622,19 @@ static void *worker_main(void *arg)
 	arm_tick(w);
 	while (!(w->draining && w->nconns == 0 && !listeners_armed(w))) {
 		int rc = io_uring_submit_and_wait(&w->ring, 1);
-		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-			kg_log_msg(KG_LOG_ERROR, "ring_error", "worker %u: %s", w->id, strerror(-rc));
+		if (ring_wait_failed(w, rc)) {
 			w->exit_status = 1;
 			break;
 		}
-		seen = 0;
+		/* Each slot is handed back before its completion is handled:
+		 * handlers submit (and may enter the kernel when the SQ is full),
+		 * and the kernel can then post into the CQ instead of parking. */
 		io_uring_for_each_cqe(&w->ring, head, cqe) {
-			dispatch(w, cqe);
-			seen++;
+			struct io_uring_cqe done = *cqe;
+			io_uring_cq_advance(&w->ring, 1);
+			dispatch(w, &done);
 		}
-		io_uring_cq_advance(&w->ring, seen);
+		note_cq_overflow(w);
 		kg_dpdk_flush(w); /* one crypto burst for everything this round queued */
 	}
 	abandon_mailbox(w);

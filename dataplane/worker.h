@@ -76,6 +76,9 @@ struct kg_worker {
 	uint64_t last_source_log_ms;
 	uint64_t last_accept_log_ms;
 	uint64_t accept_errors_unlogged;
+	unsigned cq_entries;        /* completion queue size (KTLSGATE_TEST_CQ_ENTRIES in tests) */
+	uint64_t last_overflow_log_ms;
+	uint64_t cq_overflows_unlogged;
 	bool trim_pending;          /* handshakes ran since the last malloc_trim */
 	uint64_t last_trim_ms;
 	int exit_status;

@@ -19,36 +19,12 @@ import pytest
 import libssl_client
 import rawtls
 import tlsclient
+from procfs import nfds, rss_kib, settled_nfds
 from conftest import SANITIZED, Backend, echo_handler, resumption_args, sha256_sink_handler
 
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 MIB = 1 << 20
 SLOW = 3 if SANITIZED else 1  # ASan/UBSan builds run ~2-3x slower
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def nfds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def settled_nfds(pid):
-    """The fd count once it stops moving: closes go through the ring and land
-    just after the access line is written."""
-    prev = nfds(pid)
-    for _ in range(50):
-        time.sleep(0.2)
-        cur = nfds(pid)
-        if cur == prev:
-            return cur
-        prev = cur
-    return prev
 
 
 def cpu_seconds(pid):

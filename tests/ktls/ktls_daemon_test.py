@@ -235,6 +235,17 @@ def access_lines(log_path):
     return [l for l in open(log_path) if " access " in l]
 
 
+def wait_access(log_path, n, timeout=10):
+    """The access lines once there are n of them (or all there are at timeout)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        lines = access_lines(log_path)
+        if len(lines) >= n:
+            return lines
+        time.sleep(0.05)
+    return access_lines(log_path)
+
+
 def s_client_transfer(pki, port, suite, nbytes):
     """TLS 1.3 with one chosen suite (Python's ssl cannot pick 1.3 suites)."""
     p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",

@@ -143,16 +143,6 @@ def plain_echo(port, nbytes):
     return got == [nbytes] and tx.digest() == rx.digest()
 
 
-def wait_access(log_path, n, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        lines = kt.access_lines(log_path)
-        if len(lines) >= n:
-            return lines
-        time.sleep(0.05)
-    return kt.access_lines(log_path)
-
-
 def run(pki, work):
     ups = {v: Upstream(pki, v) for v in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2)}
     naccess = 0
@@ -173,7 +163,7 @@ def run(pki, work):
             before = kt.tls_stat()
             ok, info = kt.transfer(client_ctx(pki), port, TOTAL)
             after = kt.tls_stat()
-            lines = wait_access(log_path, 1)
+            lines = kt.wait_access(log_path, 1)
             last = lines[-1] if lines else ""
             kt.check(ok, f"{name}: mTLS in -> mTLS out, {TOTAL >> 20} MiB both ways, sha256 equal")
             kt.check("path=ktls" in last and "result=ok" in last and
@@ -186,7 +176,7 @@ def run(pki, work):
             before = kt.tls_stat()
             ok = plain_echo(egress, 8 * MIB)
             after = kt.tls_stat()
-            last = wait_access(log_path, 2)[-1]
+            last = kt.wait_access(log_path, 2)[-1]
             kt.check(ok and "path=ktls" in last and "result=ok" in last,
                      f"{name}: plain in -> mTLS out through kTLS, 8 MiB both ways: {last[-200:]}")
             kt.check(after["TlsTxSw"] - before["TlsTxSw"] == 1 and
@@ -197,7 +187,7 @@ def run(pki, work):
             # for a TLS 1.3 ticket before its handoff, the next ones resume.
             for _ in range(2):
                 kt.transfer(client_ctx(pki), port, 1000)
-            lines = wait_access(log_path, 4)
+            lines = kt.wait_access(log_path, 4)
             kt.check(all("upstream_resumed=1" in l and "path=ktls" in l for l in lines[-2:]),
                      f"{name}: resumed upstream sessions handed off too")
             kt.check(up.resumed[-2:] == [True, True], f"{name}: the upstream saw them resumed")
@@ -212,7 +202,7 @@ def run(pki, work):
             except (ssl.SSLError, OSError) as e:
                 got = repr(e)
             c.close()
-            last = wait_access(log_path, 5)[-1]
+            last = kt.wait_access(log_path, 5)[-1]
             kt.check(got == b"" and "result=upstream_no_client_cert" in last,
                      f"{name}: upstream wants a certificate we lack: {got!r} {last[-300:]}")
 
