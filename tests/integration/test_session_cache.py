@@ -112,9 +112,11 @@ def test_cache_memory_stays_bounded(pki, echo_backend, start_config):
         session_of(ctx, port)
     counts, entries, _ = cache_stats(d)
     assert entries == 16 and counts["evictions"] == 800 - 16, (counts, entries)
-    # 600 sessions kept (a client certificate each) would be well over 1 MiB.
+    # 600 sessions kept (~7.5 KiB each with the client leaf) would be ~4.4 MiB;
+    # allocator arenas and page granularity move RSS by a few hundred KiB on
+    # their own, so the bound sits between the two.
     # ASan keeps freed memory in quarantine: there its leak check at exit counts.
-    assert SANITIZED or rss_kib() - before < 512, "memory grew with evicted sessions"
+    assert SANITIZED or rss_kib() - before < 2048, "memory grew with evicted sessions"
 
 
 def test_sessions_expire_after_session_timeout(pki, echo_backend, start_config):

@@ -212,7 +212,7 @@ def run(pki, work):
             before = kt.tls_stat()
             oks = [kt.transfer(client_ctx(pki), perbe, 1 * MIB)[0] for _ in range(2)]
             after = kt.tls_stat()
-            lines = wait_access(log_path, 7)[-2:]
+            lines = kt.wait_access(log_path, 7)[-2:]
             kt.check(all(oks) and all("path=ktls" in l and "result=ok" in l and
                                       "upstream_resumed=0" in l for l in lines),
                      f"{name}: per-backend tls, failover, kTLS both sockets: {lines}")
