@@ -130,6 +130,9 @@ static void counters(FILE *f, const struct kg_worker_stats *s)
 	counter(f, "ktlsgate_backend_failures_total", "Clients no backend would take.", s->backend_failures);
 	counter(f, "ktlsgate_connection_limit_hits_total", "Connections refused over max_connections.",
 		s->conn_limit_hits);
+	counter(f, "ktlsgate_recv_buffer_ring_empty_total",
+		"Receives that found the worker's buffer ring empty and took a buffer of their own.",
+		s->recv_nobufs);
 	latency_histogram(f, s);
 }
 

@@ -7,19 +7,13 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "bufpool.h"
 #include "dpdk.h"
 #include "ktls.h"
 #include "relay.h"
 #include "ring.h"
 #include "srclimit.h"
 #include "worker.h"
-
-#define KG_BUF_SIZE (16384 + 512) /* one full TLS record plus overhead */
-
-struct kg_buf {
-	uint8_t *data;
-	uint32_t off, len; /* pending bytes are data[off .. off+len) */
-};
 
 enum kg_conn_state {
 	KG_CS_HANDSHAKE,
@@ -75,6 +69,7 @@ struct kg_conn {
 	struct kg_src_key src;      /* counted against --max-conns-per-source */
 	enum kg_conn_state state;
 	unsigned inflight;          /* ring operations not yet completed */
+	uint8_t in_cqe;             /* completions being handled: free only after them */
 	bool cli_recv_busy, cli_send_busy, be_recv_busy, be_send_busy;
 	bool cli_eof;               /* client sent close_notify or FIN */
 	bool be_eof;                /* backend sent FIN */
@@ -98,6 +93,8 @@ struct kg_conn {
 	bool up_cli_poll;           /* ... at most KG_TICKET_WAIT_MS (KG_OP_UP_TIMER) */
 	bool up_wait_recv;          /* the BE_RECV in flight is that wait's */
 
+	/* Held only while bytes are in flight (bufpool.h): cin/bin are ring
+	 * buffers during a receive's completion, cout/bout go back once sent. */
 	struct kg_buf cin, cout;    /* TLS bytes from / to the client */
 	struct kg_buf bin, bout;    /* plaintext from / to the backend */
 
@@ -145,7 +142,8 @@ void kg_conn_send(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b);
 void kg_conn_shutdown_wr(struct kg_conn *c, int fd, enum kg_op op);
 /* Accounts a CLI_SEND/BE_SEND completion, resends the rest; true once drained. */
 bool kg_conn_send_progress(struct kg_conn *c, enum kg_op op, int res);
-bool kg_buf_ensure(struct kg_buf *b);
+/* Gives back every relay buffer (ring or spare list), e.g. at a kTLS handoff. */
+void kg_conn_release_buffers(struct kg_conn *c);
 /* Moves what OpenSSL wrote into the wbio to cout and sends it. */
 void kg_conn_flush_tls(struct kg_conn *c);
 

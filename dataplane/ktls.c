@@ -229,6 +229,10 @@ static void prepare(struct kg_conn *c)
 		kg_conn_flush_tls(c);
 		return;
 	}
+	if (!kg_buf_ensure(&c->bout)) { /* a drained send gave it back */
+		kg_conn_close(c, "out_of_memory");
+		return;
+	}
 	ERR_clear_error();
 	n = SSL_read(c->ssl, c->bout.data, KG_BUF_SIZE);
 	if (n > 0) { /* plaintext that came with the handshake goes first */

@@ -522,6 +522,8 @@ static void *worker_main(void *arg)
 	unsigned head, seen;
 
 	pin_to_cpu(w);
+	kg_bufpool_init(&w->bufs, &w->ring);
+	kg_bufpool_attach(&w->bufs);
 	for (size_t i = 0; i < w->nlisteners; i++)
 		arm_accept(&w->listeners[i]);
 	arm_wake(w);
@@ -543,6 +545,7 @@ static void *worker_main(void *arg)
 	}
 	abandon_mailbox(w);
 	io_uring_submit(&w->ring); /* the last closes */
+	kg_bufpool_destroy(&w->bufs, &w->ring);
 	io_uring_queue_exit(&w->ring);
 	close(w->wake_fd);
 	return NULL;
