@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/buffer.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,44 @@ struct kg_conn *kg_conn_new(struct kg_worker *w, int fd, unsigned listener)
 	w->stats.conns_total++;
 	w->stats.conns_active++;
 	return c;
+}
+
+/* A memory BIO keeps the capacity its biggest burst grew it to: an empty
+ * one is swapped for a fresh one (set0 frees the old). */
+static BIO *fresh_if_grown(BIO *b)
+{
+	BUF_MEM *m = NULL;
+
+	if (!b || BIO_ctrl_pending(b) || BIO_get_mem_ptr(b, &m) <= 0 || !m || m->max == 0)
+		return NULL;
+	return BIO_new(BIO_s_mem());
+}
+
+static void trim_session(SSL *s, BIO **rb, BIO **wb)
+{
+	BIO *n;
+
+	if (!s)
+		return;
+	/* A read that found nothing left a record buffer allocated; this
+	 * refuses (harmlessly) while a record is half read. */
+	SSL_free_buffers(s);
+	if ((n = fresh_if_grown(*rb)) != NULL) {
+		SSL_set0_rbio(s, n);
+		*rb = n;
+	}
+	if ((n = fresh_if_grown(*wb)) != NULL) {
+		SSL_set0_wbio(s, n);
+		*wb = n;
+	}
+}
+
+void kg_conn_trim_tls(struct kg_conn *c)
+{
+	if (c->state != KG_CS_RELAY || (c->relay != &kg_relay_user && c->relay != &kg_relay_up))
+		return;
+	trim_session(c->ssl, &c->rbio, &c->wbio);
+	trim_session(c->ussl, &c->urbio, &c->uwbio);
 }
 
 void kg_conn_release_buffers(struct kg_conn *c)
@@ -288,8 +327,10 @@ void kg_conn_flush_tls(struct kg_conn *c)
 		return;
 	}
 	n = BIO_read(c->wbio, c->cout.data, KG_BUF_SIZE);
-	if (n <= 0)
+	if (n <= 0) {
+		kg_buf_release(&c->cout);
 		return;
+	}
 	c->cout.off = 0;
 	c->cout.len = (uint32_t)n;
 	kg_conn_send(c, c->cfd, KG_OP_CLI_SEND, &c->cout);

@@ -101,8 +101,10 @@ static void client_to_backend(struct kg_conn *c)
 		kg_conn_send(c, c->bfd, KG_OP_BE_SEND, &c->bout);
 		return;
 	}
+	kg_buf_release(&c->bout); /* nothing decrypted: not held while waiting */
 	e = SSL_get_error(c->ssl, n);
 	if (e == SSL_ERROR_WANT_READ) {
+		SSL_free_buffers(c->ssl); /* that read allocated a record buffer */
 		kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
 	} else if (e == SSL_ERROR_ZERO_RETURN) {
 		client_done_sending(c);
@@ -217,6 +219,7 @@ static void user_start(struct kg_conn *c)
 	if (c->state == KG_CS_CLOSING)
 		return;
 	backend_to_client(c);
+	kg_conn_trim_tls(c); /* the handshake's flights grew the BIOs */
 }
 
 const struct kg_relay_ops kg_relay_user = {

@@ -404,6 +404,8 @@ static void on_tick(struct kg_worker *w)
 			kg_conn_close(c, "drain");
 		else if (c->deadline_ms && now >= c->deadline_ms)
 			kg_conn_on_deadline(c);
+		else
+			kg_conn_trim_tls(c); /* a burst's buffers, once it is over */
 	}
 	resume_accepts(w, now);
 	trim_after_handshakes(w, handshaking, now);
