@@ -34,6 +34,14 @@ def pki(tmp_path_factory):
     return str(d)
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def free_port(family=socket.AF_INET):
     with socket.socket(family) as s:
         s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))

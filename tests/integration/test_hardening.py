@@ -19,19 +19,11 @@ import pytest
 import libssl_client
 import rawtls
 import tlsclient
-from conftest import SANITIZED, Backend, echo_handler, sha256_sink_handler
+from conftest import SANITIZED, Backend, echo_handler, rss_kib, sha256_sink_handler
 
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 MIB = 1 << 20
 SLOW = 3 if SANITIZED else 1  # ASan/UBSan builds run ~2-3x slower
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def nfds(pid):

@@ -10,18 +10,10 @@ import time
 import pytest
 
 import tlsclient
-from conftest import SANITIZED
+from conftest import SANITIZED, rss_kib
 
 N = 300
 MAX_BYTES_PER_CONN = 42000
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def proven(ctx, port):
@@ -38,10 +30,10 @@ def test_idle_userspace_connections_hold_little_memory(pki, echo_backend, start_
     for _ in range(20):  # libraries, caches and the workers' pools touched once
         proven(ctx, port).close()
     time.sleep(1.5)      # a worker tick: the heap trim after handshakes
-    before = rss_kb(d.proc.pid)
+    before = rss_kib(d.proc.pid)
     held = [proven(ctx, port) for _ in range(N)]
     time.sleep(1.5)      # a worker tick: idle connections trim their TLS state
-    after = rss_kb(d.proc.pid)
+    after = rss_kib(d.proc.pid)
     per_conn = (after - before) * 1024 / N
     try:
         assert per_conn < MAX_BYTES_PER_CONN, f"{per_conn:.0f} B RSS per idle connection"
