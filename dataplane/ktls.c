@@ -159,6 +159,7 @@ static void hand_off_dpdk(struct kg_conn *c, struct kg_ktls_params *params)
 	SSL_free(c->ssl); /* the worker owns the record layer now */
 	c->ssl = NULL;
 	c->rbio = c->wbio = NULL;
+	kg_conn_release_buffers(c); /* the engine has its own from here on */
 	kg_relay_dpdk_begin(c);
 }
 #endif
