@@ -133,6 +133,27 @@ void kg_conn_trim_tls(struct kg_conn *c)
 	trim_session(c->ussl, &c->urbio, &c->uwbio);
 }
 
+/* The client's intermediates (the session's peer chain and the verified
+ * chain both hold them, parsed, ~4 KB each) serve the policy decision and the
+ * access log's fields, both done by now. OpenSSL hands out both stacks for
+ * modification; the leaf stays in the session, which has no setter for it. */
+static void drop_client_chain(SSL *s)
+{
+	STACK_OF(X509) *stacks[] = { SSL_get_peer_cert_chain(s), SSL_get0_verified_chain(s) };
+	X509 *x;
+
+	for (size_t i = 0; i < 2; i++)
+		while (stacks[i] && (x = sk_X509_pop(stacks[i])) != NULL)
+			X509_free(x);
+}
+
+void kg_conn_trim_handshake(struct kg_conn *c)
+{
+	if (c->ssl)
+		drop_client_chain(c->ssl);
+	kg_conn_trim_tls(c); /* the handshake's flights grew the BIOs */
+}
+
 void kg_conn_release_buffers(struct kg_conn *c)
 {
 	kg_buf_release(&c->cin);

@@ -145,6 +145,8 @@ bool kg_conn_send_progress(struct kg_conn *c, enum kg_op op, int res);
 /* A buffered relay (user, up) between bursts: gives back OpenSSL's record
  * buffers and the memory BIOs' grown capacity. Drops nothing pending. */
 void kg_conn_trim_tls(struct kg_conn *c);
+/* Once, when a buffered relay starts: also drops the parsed client chain. */
+void kg_conn_trim_handshake(struct kg_conn *c);
 /* Gives back every relay buffer (ring or spare list), e.g. at a kTLS handoff. */
 void kg_conn_release_buffers(struct kg_conn *c);
 /* Moves what OpenSSL wrote into the wbio to cout and sends it. */

@@ -307,7 +307,7 @@ static void up_start(struct kg_conn *c)
 	if (c->state != KG_CS_RELAY)
 		return;
 	backend_to_client(c);
-	kg_conn_trim_tls(c); /* the handshakes' flights grew the BIOs */
+	kg_conn_trim_handshake(c);
 }
 
 const struct kg_relay_ops kg_relay_up = {

@@ -219,7 +219,7 @@ static void user_start(struct kg_conn *c)
 	if (c->state == KG_CS_CLOSING)
 		return;
 	backend_to_client(c);
-	kg_conn_trim_tls(c); /* the handshake's flights grew the BIOs */
+	kg_conn_trim_handshake(c);
 }
 
 const struct kg_relay_ops kg_relay_user = {
