@@ -110,11 +110,10 @@ static void trim_session(SSL *s, BIO **rb, BIO **wb)
 {
 	BIO *n;
 
+	/* OpenSSL's own record buffers need nothing: SSL_MODE_RELEASE_BUFFERS
+	 * frees them whenever they are empty. */
 	if (!s)
 		return;
-	/* A read that found nothing left a record buffer allocated; this
-	 * refuses (harmlessly) while a record is half read. */
-	SSL_free_buffers(s);
 	if ((n = fresh_if_grown(*rb)) != NULL) {
 		SSL_set0_rbio(s, n);
 		*rb = n;

@@ -142,8 +142,8 @@ void kg_conn_send(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b);
 void kg_conn_shutdown_wr(struct kg_conn *c, int fd, enum kg_op op);
 /* Accounts a CLI_SEND/BE_SEND completion, resends the rest; true once drained. */
 bool kg_conn_send_progress(struct kg_conn *c, enum kg_op op, int res);
-/* A buffered relay (user, up) between bursts: gives back OpenSSL's record
- * buffers and the memory BIOs' grown capacity. Drops nothing pending. */
+/* A buffered relay (user, up) between bursts: gives back the capacity its
+ * memory BIOs grew to. Drops nothing pending. */
 void kg_conn_trim_tls(struct kg_conn *c);
 /* Once, when a buffered relay starts: also drops the parsed client chain. */
 void kg_conn_trim_handshake(struct kg_conn *c);

@@ -111,7 +111,6 @@ static void tls_client_to_backend(struct kg_conn *c)
 	}
 	e = SSL_get_error(c->ssl, n);
 	if (e == SSL_ERROR_WANT_READ) {
-		SSL_free_buffers(c->ssl); /* that read allocated a record buffer */
 		kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
 	} else if (e == SSL_ERROR_ZERO_RETURN) {
 		client_done_sending(c);
@@ -202,10 +201,9 @@ static void backend_to_client(struct kg_conn *c)
 		goto out;
 	}
 	e = SSL_get_error(c->ussl, n);
-	if (e == SSL_ERROR_WANT_READ) {
-		SSL_free_buffers(c->ussl);
+	if (e == SSL_ERROR_WANT_READ)
 		kg_conn_recv(c, c->bfd, KG_OP_BE_RECV, &c->bin);
-	} else if (e == SSL_ERROR_ZERO_RETURN)
+	else if (e == SSL_ERROR_ZERO_RETURN)
 		backend_done_sending(c);
 	else
 		backend_tls_error(c);

@@ -104,7 +104,6 @@ static void client_to_backend(struct kg_conn *c)
 	kg_buf_release(&c->bout); /* nothing decrypted: not held while waiting */
 	e = SSL_get_error(c->ssl, n);
 	if (e == SSL_ERROR_WANT_READ) {
-		SSL_free_buffers(c->ssl); /* that read allocated a record buffer */
 		kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
 	} else if (e == SSL_ERROR_ZERO_RETURN) {
 		client_done_sending(c);
