@@ -9,7 +9,7 @@
 #include "bufpool.h"
 #include "test.h"
 
-#define NSOCK 65 /* one more than the ring has buffers */
+#define NSOCK 257 /* one more than the ring has buffers */
 
 static struct io_uring ring;
 static int sv[NSOCK][2];
