@@ -51,7 +51,7 @@ wait "$HPID" || true
 kill "$GEN" "$BPID" 2>/dev/null || true
 wait 2>/dev/null || true
 heaptrack_print -f "$OUT/ht.zst" --print-leaks 0 --print-peaks 0 --print-allocators 0 \
-	--print-temporary 0 --print-histogram 0 --print-massif 0 \
+	--print-temporary 0 \
 	--print-flamegraph "$OUT/live.folded" --flamegraph-cost-type leaked >/dev/null
 python3 - "$OUT/live.folded" "$N" <<'EOF'
 import collections, sys
