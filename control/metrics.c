@@ -164,6 +164,9 @@ static void counters(FILE *f, const struct kg_worker_stats *s)
 	counter(f, "ktlsgate_io_uring_cq_overflows_total",
 		"Worker loop rounds that found completions parked in the kernel (CQ full).",
 		s->cq_overflows);
+	counter(f, "ktlsgate_recv_buffer_ring_empty_total",
+		"Receives that found the worker's buffer ring empty and took a buffer of their own.",
+		s->recv_nobufs);
 	latency_histogram(f, s);
 }
 

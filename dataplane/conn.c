@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/buffer.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,18 +95,70 @@ struct kg_conn *kg_conn_new(struct kg_worker *w, int fd, unsigned listener)
 	return c;
 }
 
-bool kg_buf_ensure(struct kg_buf *b)
+/* A memory BIO keeps the capacity its biggest burst grew it to: an empty
+ * one is swapped for a fresh one (set0 frees the old). */
+static BIO *fresh_if_grown(BIO *b)
 {
-	if (!b->data)
-		b->data = malloc(KG_BUF_SIZE);
-	return b->data != NULL;
+	BUF_MEM *m = NULL;
+
+	if (!b || BIO_ctrl_pending(b) || BIO_get_mem_ptr(b, &m) <= 0 || !m || m->max == 0)
+		return NULL;
+	return BIO_new(BIO_s_mem());
 }
 
-static void buf_release(struct kg_buf *b)
+static void trim_session(SSL *s, BIO **rb, BIO **wb)
 {
-	free(b->data);
-	b->data = NULL;
-	b->off = b->len = 0;
+	BIO *n;
+
+	/* OpenSSL's own record buffers need nothing: SSL_MODE_RELEASE_BUFFERS
+	 * frees them whenever they are empty. */
+	if (!s)
+		return;
+	if ((n = fresh_if_grown(*rb)) != NULL) {
+		SSL_set0_rbio(s, n);
+		*rb = n;
+	}
+	if ((n = fresh_if_grown(*wb)) != NULL) {
+		SSL_set0_wbio(s, n);
+		*wb = n;
+	}
+}
+
+void kg_conn_trim_tls(struct kg_conn *c)
+{
+	if (c->state != KG_CS_RELAY || (c->relay != &kg_relay_user && c->relay != &kg_relay_up))
+		return;
+	trim_session(c->ssl, &c->rbio, &c->wbio);
+	trim_session(c->ussl, &c->urbio, &c->uwbio);
+}
+
+/* The client's intermediates (the session's peer chain and the verified
+ * chain both hold them, parsed, ~4 KB each) serve the policy decision and the
+ * access log's fields, both done by now. OpenSSL hands out both stacks for
+ * modification; the leaf stays in the session, which has no setter for it. */
+static void drop_client_chain(SSL *s)
+{
+	STACK_OF(X509) *stacks[] = { SSL_get_peer_cert_chain(s), SSL_get0_verified_chain(s) };
+	X509 *x;
+
+	for (size_t i = 0; i < 2; i++)
+		while (stacks[i] && (x = sk_X509_pop(stacks[i])) != NULL)
+			X509_free(x);
+}
+
+void kg_conn_trim_handshake(struct kg_conn *c)
+{
+	if (c->ssl)
+		drop_client_chain(c->ssl);
+	kg_conn_trim_tls(c); /* the handshake's flights grew the BIOs */
+}
+
+void kg_conn_release_buffers(struct kg_conn *c)
+{
+	kg_buf_release(&c->cin);
+	kg_buf_release(&c->cout);
+	kg_buf_release(&c->bin);
+	kg_buf_release(&c->bout);
 }
 
 static void ring_close_fd(struct kg_worker *w, int fd)
@@ -190,13 +243,7 @@ static void conn_free(struct kg_conn *c)
 	if (c->ussl && c->peer.up_version)
 		SSL_set_shutdown(c->ussl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 	SSL_free(c->ussl);
-	buf_release(&c->cin);
-	buf_release(&c->bout);
-	/* cout and bin may hold key-derived or user plaintext: wipe before free. */
-	if (c->bin.data)
-		OPENSSL_cleanse(c->bin.data, KG_BUF_SIZE);
-	buf_release(&c->bin);
-	buf_release(&c->cout);
+	kg_conn_release_buffers(c); /* wiped before malloc gets them back */
 	kg_gen_unref(c->gen);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -252,22 +299,35 @@ void kg_conn_touch(struct kg_conn *c, unsigned timeout_ms)
 	c->deadline_ms = kg_now_ms() + timeout_ms;
 }
 
-void kg_conn_recv(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b)
+/* select: the kernel picks a ring buffer when bytes arrive (an idle
+ * connection holds none); else the receive goes into b's owned buffer. */
+static void post_recv(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b, bool select)
 {
 	struct io_uring_sqe *sqe;
 	bool *busy = op == KG_OP_CLI_RECV ? &c->cli_recv_busy : &c->be_recv_busy;
 
 	if (*busy)
 		return;
-	if (!kg_buf_ensure(b)) {
+	if (select) {
+		kg_buf_release(b); /* what it held has been consumed */
+	} else if (!kg_buf_ensure(b)) {
 		kg_conn_close(c, "out_of_memory");
 		return;
 	}
 	sqe = kg_get_sqe(&c->w->ring);
-	io_uring_prep_recv(sqe, fd, b->data, KG_BUF_SIZE, 0);
+	io_uring_prep_recv(sqe, fd, select ? NULL : b->data, KG_BUF_SIZE, 0);
+	if (select) {
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = KG_BUF_GROUP;
+	}
 	io_uring_sqe_set_data64(sqe, kg_ud(c, op));
 	*busy = true;
 	c->inflight++;
+}
+
+void kg_conn_recv(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b)
+{
+	post_recv(c, fd, op, b, kg_bufpool_selects());
 }
 
 void kg_conn_send(struct kg_conn *c, int fd, enum kg_op op, struct kg_buf *b)
@@ -304,8 +364,10 @@ void kg_conn_flush_tls(struct kg_conn *c)
 		return;
 	}
 	n = BIO_read(c->wbio, c->cout.data, KG_BUF_SIZE);
-	if (n <= 0)
+	if (n <= 0) {
+		kg_buf_release(&c->cout);
 		return;
+	}
 	c->cout.off = 0;
 	c->cout.len = (uint32_t)n;
 	kg_conn_send(c, c->cfd, KG_OP_CLI_SEND, &c->cout);
@@ -334,7 +396,7 @@ bool kg_conn_send_progress(struct kg_conn *c, enum kg_op op, int res)
 		kg_conn_send(c, cli ? c->cfd : c->bfd, op, b);
 		return false;
 	}
-	b->off = 0;
+	kg_buf_release(b); /* drained: an idle connection keeps no send buffer */
 	if (cli)
 		kg_conn_flush_tls(c);
 	return !cli || c->cout.len == 0;
@@ -415,16 +477,41 @@ static void connecting_on_cqe(struct kg_conn *c, enum kg_op op, int res)
 		kg_conn_send_progress(c, op, res);
 }
 
-void kg_conn_on_cqe(struct kg_conn *c, enum kg_op op, int res, unsigned flags)
+static struct kg_buf *recv_buf(struct kg_conn *c, enum kg_op op)
 {
-	c->inflight--;
-	if (c->state == KG_CS_CLOSING) {
-		if (c->inflight == 0)
-			conn_free(c);
+	if (op == KG_OP_CLI_RECV)
+		return &c->cin;
+	return op == KG_OP_BE_RECV ? &c->bin : NULL;
+}
+
+/* After a receive's completion was handled: a ring buffer goes back at once
+ * (its bytes were consumed, or are copied out when a side could not take
+ * them yet), an owned one too unless a new receive uses it. */
+static void settle_recv_buf(struct kg_conn *c, enum kg_op op, struct kg_buf *b)
+{
+	bool busy = op == KG_OP_CLI_RECV ? c->cli_recv_busy : c->be_recv_busy;
+
+	if (busy || !b->data)
 		return;
-	}
-	if (op == KG_OP_BE_TIMEOUT || op == KG_OP_CANCEL)
-		return;
+	if (b->len == 0)
+		kg_buf_release(b);
+	else if (!kg_buf_keep(b))
+		kg_conn_close(c, "out_of_memory");
+}
+
+/* The ring ran out of buffers: the same receive, into an owned buffer. */
+static void recv_without_ring(struct kg_conn *c, enum kg_op op, struct kg_buf *b)
+{
+	if (op == KG_OP_CLI_RECV)
+		c->cli_recv_busy = false;
+	else
+		c->be_recv_busy = false;
+	c->w->stats.recv_nobufs++;
+	post_recv(c, op == KG_OP_CLI_RECV ? c->cfd : c->bfd, op, b, false);
+}
+
+static void dispatch_state(struct kg_conn *c, enum kg_op op, int res)
+{
 	switch (c->state) {
 	case KG_CS_HANDSHAKE:
 		handshake_on_cqe(c, op, res);
@@ -444,6 +531,33 @@ void kg_conn_on_cqe(struct kg_conn *c, enum kg_op op, int res, unsigned flags)
 	case KG_CS_CLOSING:
 		break;
 	}
+}
+
+void kg_conn_on_cqe(struct kg_conn *c, enum kg_op op, int res, unsigned flags)
+{
+	struct kg_buf *rb = recv_buf(c, op);
+
+	c->inflight--;
+	if (rb && (flags & IORING_CQE_F_BUFFER))
+		kg_buf_from_ring(rb, flags >> IORING_CQE_BUFFER_SHIFT);
+	if (c->state == KG_CS_CLOSING) {
+		if (rb)
+			kg_buf_release(rb);
+		if (c->inflight == 0)
+			conn_free(c);
+		return;
+	}
+	if (op == KG_OP_BE_TIMEOUT || op == KG_OP_CANCEL)
+		return;
+	if (rb && res == -ENOBUFS) {
+		recv_without_ring(c, op, rb);
+		return;
+	}
+	dispatch_state(c, op, res);
+	if (c->state == KG_CS_CLOSING)
+		return; /* kg_conn_close left an operation in flight: freed when it completes */
+	if (rb)
+		settle_recv_buf(c, op, rb);
 }
 
 void kg_conn_on_deadline(struct kg_conn *c)

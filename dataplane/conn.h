@@ -7,19 +7,13 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "bufpool.h"
 #include "dpdk.h"
 #include "ktls.h"
 #include "relay.h"
 #include "ring.h"
 #include "srclimit.h"
 #include "worker.h"
-
-#define KG_BUF_SIZE (16384 + 512) /* one full TLS record plus overhead */
-
-struct kg_buf {
-	uint8_t *data;
-	uint32_t off, len; /* pending bytes are data[off .. off+len) */
-};
 
 enum kg_conn_state {
 	KG_CS_HANDSHAKE,
@@ -101,6 +95,8 @@ struct kg_conn {
 	bool up_cli_poll;           /* ... at most KG_TICKET_WAIT_MS (KG_OP_UP_TIMER) */
 	bool up_wait_recv;          /* the BE_RECV in flight is that wait's */
 
+	/* Held only while bytes are in flight (bufpool.h): cin/bin are ring
+	 * buffers during a receive's completion, cout/bout go back once sent. */
 	struct kg_buf cin, cout;    /* TLS bytes from / to the client */
 	struct kg_buf bin, bout;    /* plaintext from / to the backend */
 
@@ -152,7 +148,13 @@ void kg_conn_shutdown_wr(struct kg_conn *c, int fd, enum kg_op op);
 bool kg_conn_send_progress(struct kg_conn *c, enum kg_op op, int res);
 /* Cancels every in-flight operation of this connection of that kind. */
 void kg_conn_cancel(struct kg_conn *c, enum kg_op op);
-bool kg_buf_ensure(struct kg_buf *b);
+/* A buffered relay (user, up) between bursts: gives back the capacity its
+ * memory BIOs grew to. Drops nothing pending. */
+void kg_conn_trim_tls(struct kg_conn *c);
+/* Once, when a buffered relay starts: also drops the parsed client chain. */
+void kg_conn_trim_handshake(struct kg_conn *c);
+/* Gives back every relay buffer (ring or spare list), e.g. at a kTLS handoff. */
+void kg_conn_release_buffers(struct kg_conn *c);
 /* Moves what OpenSSL wrote into the wbio to cout and sends it. */
 void kg_conn_flush_tls(struct kg_conn *c);
 

@@ -157,6 +157,7 @@ static void hand_off_dpdk(struct kg_conn *c, struct kg_ktls_params *params)
 	}
 	kg_ktls_conn_free(c);
 	kg_conn_free_ssl(c); /* the worker owns the record layer now */
+	kg_conn_release_buffers(c); /* the engine has its own from here on */
 	kg_relay_dpdk_begin(c);
 }
 #endif
@@ -223,6 +224,10 @@ static void prepare(struct kg_conn *c)
 		return; /* a completion brings us back */
 	if (c->cout.len || BIO_ctrl_pending(c->wbio)) {
 		kg_conn_flush_tls(c);
+		return;
+	}
+	if (!kg_buf_ensure(&c->bout)) { /* a drained send gave it back */
+		kg_conn_close(c, "out_of_memory");
 		return;
 	}
 	ERR_clear_error();

@@ -527,21 +527,6 @@ static int make_pipe(struct kg_splice_dir *d)
 	return 0;
 }
 
-/* After the handoff no byte passes through userspace: give the memory back.
- * cout and bin may have held key-derived or user plaintext: wiped first. */
-static void release_userspace_buffers(struct kg_conn *c)
-{
-	struct kg_buf *bufs[] = { &c->cin, &c->cout, &c->bin, &c->bout };
-
-	for (size_t i = 0; i < 4; i++) {
-		if (bufs[i]->data)
-			OPENSSL_cleanse(bufs[i]->data, KG_BUF_SIZE);
-		free(bufs[i]->data);
-		bufs[i]->data = NULL;
-		bufs[i]->off = bufs[i]->len = 0;
-	}
-}
-
 void kg_splice_conn_free(struct kg_conn *c)
 {
 	struct kg_splice_conn *sp = c->sp;
@@ -566,7 +551,7 @@ void kg_relay_splice_begin(struct kg_conn *c, bool cli_ktls, bool be_ktls,
 {
 	struct kg_splice_conn *sp = &c->splice;
 
-	release_userspace_buffers(c);
+	kg_conn_release_buffers(c); /* no byte passes through userspace from now on */
 	c->sp = sp;
 	/* Inline in the connection: nothing left from an earlier use. */
 	*sp = (struct kg_splice_conn){ .cli_ktls = cli_ktls, .be_ktls = be_ktls };

@@ -305,6 +305,7 @@ static void up_start(struct kg_conn *c)
 	if (c->state != KG_CS_RELAY)
 		return;
 	backend_to_client(c);
+	kg_conn_trim_handshake(c);
 }
 
 const struct kg_relay_ops kg_relay_up = {

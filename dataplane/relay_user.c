@@ -96,6 +96,7 @@ static void client_to_backend(struct kg_conn *c)
 		kg_conn_send(c, c->bfd, KG_OP_BE_SEND, &c->bout);
 		return;
 	}
+	kg_buf_release(&c->bout); /* nothing decrypted: not held while waiting */
 	e = SSL_get_error(c->ssl, n);
 	if (e == SSL_ERROR_WANT_READ) {
 		kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
@@ -212,6 +213,7 @@ static void user_start(struct kg_conn *c)
 	if (c->state == KG_CS_CLOSING)
 		return;
 	backend_to_client(c);
+	kg_conn_trim_handshake(c);
 }
 
 const struct kg_relay_ops kg_relay_user = {

@@ -114,6 +114,7 @@ struct kg_worker_stats {
 	uint64_t dpdk_fallbacks;   /* wanted DPDK, relayed with OpenSSL instead */
 	uint64_t dpdk_key_updates; /* TLS 1.3 KeyUpdates from clients */
 	uint64_t dpdk_queue_waits; /* a batch waited for room in the crypto queue */
+	uint64_t recv_nobufs;      /* receives that found the buffer ring empty (bufpool.h) */
 	uint64_t hs_latency[KG_LAT_BUCKETS]; /* accept to handshake done: [2^i, 2^(i+1)) us */
 };
 #endif

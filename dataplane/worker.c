@@ -450,6 +450,8 @@ static void on_tick(struct kg_worker *w)
 			kg_conn_close(c, "drain");
 		else if (c->deadline_ms && now >= c->deadline_ms)
 			kg_conn_on_deadline(c);
+		else
+			kg_conn_trim_tls(c); /* a burst's buffers, once it is over */
 	}
 	resume_accepts(w, now);
 	trim_after_handshakes(w, handshaking, now);
@@ -616,6 +618,8 @@ static void *worker_main(void *arg)
 	unsigned head;
 
 	pin_to_cpu(w);
+	kg_bufpool_init(&w->bufs, &w->ring);
+	kg_bufpool_attach(&w->bufs);
 	for (size_t i = 0; i < w->nlisteners; i++)
 		arm_accept(&w->listeners[i]);
 	arm_wake(w);
@@ -639,6 +643,7 @@ static void *worker_main(void *arg)
 	}
 	abandon_mailbox(w);
 	io_uring_submit(&w->ring); /* the last closes */
+	kg_bufpool_destroy(&w->bufs, &w->ring);
 	io_uring_queue_exit(&w->ring);
 	close(w->wake_fd);
 	return NULL;

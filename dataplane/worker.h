@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "bufpool.h"
 #include "generation.h"
 #include "mailbox.h"
 #include "options.h"
@@ -54,6 +55,7 @@ struct kg_worker {
 	int cpu;
 	pthread_t thread;
 	struct io_uring ring;
+	struct kg_bufpool bufs;     /* relay buffers: provided ring + spare list */
 	const struct kg_runtime *rt;
 	struct kg_gen *gen;         /* own reference; new connections start on it */
 	struct kg_listener listeners[KG_MAX_LISTEN];
