@@ -14,18 +14,6 @@
 
 #define KG_PLAIN_CHUNK 16384 /* one TLS record of plaintext */
 
-static void set_end(struct kg_conn *c, const char *end)
-{
-	if (!c->end)
-		c->end = end;
-}
-
-static void maybe_finish(struct kg_conn *c)
-{
-	if (c->cli_eof && c->be_shut_done && c->be_eof && c->cli_shut_done)
-		kg_conn_close(c, NULL);
-}
-
 static bool backend_out_busy(const struct kg_conn *c)
 {
 	return c->be_send_busy || c->bout.len || BIO_ctrl_pending(c->uwbio);
@@ -56,7 +44,7 @@ static void shut_client(struct kg_conn *c)
 static void client_done_sending(struct kg_conn *c)
 {
 	c->cli_eof = true;
-	set_end(c, "client_eof");
+	kg_conn_set_end(c, "client_eof");
 	ERR_clear_error();
 	SSL_shutdown(c->ussl);
 	ERR_clear_error();
@@ -68,7 +56,7 @@ static void client_done_sending(struct kg_conn *c)
 static void backend_done_sending(struct kg_conn *c)
 {
 	c->be_eof = true;
-	set_end(c, "backend_eof");
+	kg_conn_set_end(c, "backend_eof");
 	if (c->ssl) {
 		ERR_clear_error();
 		SSL_shutdown(c->ssl); /* queues close_notify */
@@ -114,7 +102,7 @@ static void tls_client_to_backend(struct kg_conn *c)
 		kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
 	} else if (e == SSL_ERROR_ZERO_RETURN) {
 		client_done_sending(c);
-		maybe_finish(c);
+		kg_relay_finish(c);
 	} else {
 		unsigned long err = ERR_peek_error();
 		const char *r = err ? ERR_reason_error_string(err) : NULL;
@@ -221,7 +209,7 @@ static void on_client_recv(struct kg_conn *c, int res)
 	if (res == 0) {
 		/* FIN: end of input (without close_notify, like relay_user.c). */
 		client_done_sending(c);
-		maybe_finish(c);
+		kg_relay_finish(c);
 		return;
 	}
 	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
@@ -248,7 +236,7 @@ static void on_backend_recv(struct kg_conn *c, int res)
 			return;
 		}
 		backend_done_sending(c);
-		maybe_finish(c);
+		kg_relay_finish(c);
 		return;
 	}
 	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
@@ -282,7 +270,7 @@ static const struct kg_relay_handlers handlers = {
 	.backend_recv = on_backend_recv,
 	.client_drained = on_client_drained,
 	.backend_drained = on_backend_drained,
-	.finish = maybe_finish,
+	.finish = kg_relay_finish,
 };
 
 static void up_on_cqe(struct kg_conn *c, enum kg_op op, int res)

@@ -7,18 +7,6 @@
 #include "conn.h"
 #include "log.h"
 
-static void maybe_finish(struct kg_conn *c)
-{
-	if (c->cli_eof && c->be_shut_done && c->be_eof && c->cli_shut_done)
-		kg_conn_close(c, NULL);
-}
-
-static void set_end(struct kg_conn *c, const char *end)
-{
-	if (!c->end)
-		c->end = end;
-}
-
 static void shut_backend(struct kg_conn *c)
 {
 	if (!c->be_shut_posted) {
@@ -66,7 +54,7 @@ bool kg_relay_key_update_flood(struct kg_conn *c)
 static void client_done_sending(struct kg_conn *c)
 {
 	c->cli_eof = true;
-	set_end(c, "client_eof");
+	kg_conn_set_end(c, "client_eof");
 	if (c->bout.len == 0 && !c->be_send_busy)
 		shut_backend(c);
 }
@@ -102,7 +90,7 @@ static void client_to_backend(struct kg_conn *c)
 		kg_conn_recv(c, c->cfd, KG_OP_CLI_RECV, &c->cin);
 	} else if (e == SSL_ERROR_ZERO_RETURN) {
 		client_done_sending(c);
-		maybe_finish(c);
+		kg_relay_finish(c);
 	} else {
 		unsigned long err = ERR_peek_error();
 		const char *r = err ? ERR_reason_error_string(err) : NULL;
@@ -130,7 +118,7 @@ static void on_client_recv(struct kg_conn *c, int res)
 	if (res == 0) {
 		/* FIN without close_notify: treated as end of input, like HAProxy. */
 		client_done_sending(c);
-		maybe_finish(c);
+		kg_relay_finish(c);
 		return;
 	}
 	kg_conn_touch(c, c->gen->cfg.idle_timeout_ms);
@@ -147,7 +135,7 @@ static void on_backend_recv(struct kg_conn *c, int res)
 	}
 	if (res == 0) {
 		c->be_eof = true;
-		set_end(c, "backend_eof");
+		kg_conn_set_end(c, "backend_eof");
 		ERR_clear_error();
 		SSL_shutdown(c->ssl); /* queues close_notify */
 		kg_conn_flush_tls(c);
@@ -189,7 +177,7 @@ static const struct kg_relay_handlers handlers = {
 	.backend_recv = on_backend_recv,
 	.client_drained = on_client_drained,
 	.backend_drained = on_backend_drained,
-	.finish = maybe_finish,
+	.finish = kg_relay_finish,
 };
 
 static void user_on_cqe(struct kg_conn *c, enum kg_op op, int res)
