@@ -172,14 +172,24 @@ def read_available(s, digest, got):
         return got, False
 
 
-def main():
+def guest_workdir(prefix, build_pki):
+    """(work dir, PKI dir) for a guest test, or None (after saying SKIP) on a
+    kernel without kTLS: these tests only mean something inside the guest."""
     if not os.path.exists("/proc/net/tls_stat"):
         print("SKIP: this kernel has no kTLS (/proc/net/tls_stat missing); run via tests/ktls/run-uml.sh")
-        return 77
-    work = tempfile.mkdtemp(prefix="ktlsgate-ktls-")
+        return None
+    work = tempfile.mkdtemp(prefix=prefix)
     pki = f"{work}/pki"
     os.mkdir(pki)
-    make_pki(pki)
+    build_pki(pki)
+    return work, pki
+
+
+def main():
+    dirs = guest_workdir("ktlsgate-ktls-", make_pki)
+    if dirs is None:
+        return 77
+    work, pki = dirs
     backend = EchoBackend()
     port = free_port()
     log_path = f"{work}/ktlsgate.log"

@@ -20,7 +20,6 @@ import ssl
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -306,13 +305,10 @@ def check_cq_overflow(pki, work):
 
 
 def main():
-    if not os.path.exists("/proc/net/tls_stat"):
-        print("SKIP: this kernel has no kTLS (/proc/net/tls_stat missing); run via tests/ktls/run-uml.sh")
+    dirs = kd.guest_workdir("ktlsgate-hostile-", kd.make_pki)
+    if dirs is None:
         return 77
-    work = tempfile.mkdtemp(prefix="ktlsgate-hostile-")
-    pki = f"{work}/pki"
-    os.mkdir(pki)
-    kd.make_pki(pki)
+    work, pki = dirs
     backend = ModeBackend()
     log_path = f"{work}/ktlsgate.log"
     daemon, port = start_daemon(pki, backend.port, log_path, f"{work}/control.sock")

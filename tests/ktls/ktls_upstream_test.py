@@ -16,9 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -233,13 +231,10 @@ def run(pki, work):
 
 
 def main():
-    if not os.path.exists("/proc/net/tls_stat"):
-        print("SKIP: this kernel has no kTLS (/proc/net/tls_stat missing); run via tests/ktls/run-uml.sh")
+    dirs = kt.guest_workdir("ktlsgate-up-", make_pki)
+    if dirs is None:
         return 77
-    work = tempfile.mkdtemp(prefix="ktlsgate-up-")
-    pki = f"{work}/pki"
-    os.mkdir(pki)
-    make_pki(pki)
+    work, pki = dirs
     run(pki, work)
     return kt.summary()
 
