@@ -256,6 +256,7 @@ void kg_dpdk_shutdown(struct kg_worker *workers, unsigned n)
 		struct kg_dpdk_worker *dw = workers[i].dp;
 		if (!dw)
 			continue;
+		kg_dp_spare_drain(&dw->spare);
 		rte_mempool_free(dw->ops);
 		rte_mempool_free(dw->mbufs);
 		rte_mempool_free(dw->bufs);
