@@ -358,16 +358,24 @@ static void fatal(struct kg_conn *c, uint8_t alert, const char *end, const char 
 	fatal_at(c, 2, alert, end, detail);
 }
 
+/* The receive that came back was poll_in's and the socket is readable (or
+ * at EOF, or has an error: the receive that follows says which). */
+static bool polled_readable(bool *polling, bool *readable, int res)
+{
+	bool was = *polling;
+
+	*polling = false;
+	*readable = was && res >= 0;
+	return *readable;
+}
+
 static void on_backend_recv(struct kg_conn *c, int res)
 {
 	c->be_recv_busy = false;
-	if (c->dp->be_polling && res >= 0) { /* readable (or EOF, an error): readv now */
-		c->dp->be_polling = false;
-		c->dp->be_readable = true;
-		tx_pump(c);
+	if (polled_readable(&c->dp->be_polling, &c->dp->be_readable, res)) {
+		tx_pump(c); /* readv now */
 		return;
 	}
-	c->dp->be_polling = false;
 	if (res < 0) {
 		kg_conn_close(c, "backend_reset");
 		return;
@@ -648,13 +656,10 @@ static void on_rx_opened(struct kg_conn *c)
 static void on_client_recv(struct kg_conn *c, int res)
 {
 	c->cli_recv_busy = false;
-	if (c->dp->cli_polling && res >= 0) { /* readable (or FIN, an error): recv now */
-		c->dp->cli_polling = false;
-		c->dp->cli_readable = true;
-		rx_pump(c);
+	if (polled_readable(&c->dp->cli_polling, &c->dp->cli_readable, res)) {
+		rx_pump(c); /* recv now */
 		return;
 	}
-	c->dp->cli_polling = false;
 	if (res < 0) {
 		kg_conn_close(c, c->cli_eof ? "client_eof" : "client_reset");
 		return;
