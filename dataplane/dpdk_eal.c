@@ -105,7 +105,8 @@ static int configure(uint8_t dev, unsigned nworkers, unsigned depth, char *err, 
 }
 
 /* Record buffers per worker when they must be DMA-safe: half the EAL memory,
- * shared out; a connection takes three (client ciphertext, plaintext, tx). */
+ * shared out. A connection holds up to three (client ciphertext, plaintext,
+ * tx) while bytes are in flight and none when idle (relay_dpdk.c). */
 static unsigned bufs_per_worker(unsigned memory_mb, unsigned nworkers)
 {
 	unsigned long long half = (unsigned long long)memory_mb << 19;
@@ -256,6 +257,7 @@ void kg_dpdk_shutdown(struct kg_worker *workers, unsigned n)
 		struct kg_dpdk_worker *dw = workers[i].dp;
 		if (!dw)
 			continue;
+		kg_dp_spare_drain(&dw->spare);
 		rte_mempool_free(dw->ops);
 		rte_mempool_free(dw->mbufs);
 		rte_mempool_free(dw->bufs);

@@ -20,6 +20,7 @@ struct kg_dpdk_worker {
 	uint16_t qp;
 	struct rte_mempool *ops, *mbufs;
 	struct rte_mempool *bufs;   /* DMA-safe record buffers; NULL: heap (IOVA as VA) */
+	struct kg_dp_spare spare;   /* record buffers between bursts, of bufs' kind */
 	struct rte_crypto_op *pending[KG_DP_MAX_PENDING];
 	struct rte_crypto_op *batch[KG_DP_MAX_PENDING]; /* the burst being run */
 	unsigned npending;

@@ -263,3 +263,36 @@ void kg_dp_buf_put(struct kg_dp_buf *b)
 	b->p = NULL;
 	b->pool = NULL;
 }
+
+int kg_dp_spare_take(struct kg_dp_spare *sp, struct kg_dp_buf *b, struct rte_mempool *pool)
+{
+	if (b->p)
+		return 0;
+	/* A spare from a mempool serves only that pool's worker: the same one. */
+	if (sp->n) {
+		*b = sp->b[--sp->n];
+		return 0;
+	}
+	return kg_dp_buf_get(b, pool);
+}
+
+/* Not wiped on the way in: it stays with this worker, whose connections
+ * only read back what they wrote themselves (bufpool.c's spares do alike). */
+void kg_dp_spare_give(struct kg_dp_spare *sp, struct kg_dp_buf *b)
+{
+	if (!b->p)
+		return;
+	if (sp->n < KG_DP_SPARE) {
+		sp->b[sp->n++] = *b;
+		b->p = NULL;
+		b->pool = NULL;
+		return;
+	}
+	kg_dp_buf_put(b);
+}
+
+void kg_dp_spare_drain(struct kg_dp_spare *sp)
+{
+	while (sp->n)
+		kg_dp_buf_put(&sp->b[--sp->n]);
+}

@@ -122,6 +122,23 @@ int kg_dp_rekey(uint8_t dev, struct rte_mempool *pool, const struct kg_dp_suite 
 struct rte_mempool *kg_dp_buf_pool_create(const char *name, unsigned n);
 int kg_dp_buf_get(struct kg_dp_buf *b, struct rte_mempool *pool);
 void kg_dp_buf_put(struct kg_dp_buf *b);
+
+/* A worker's record buffers between bursts: a connection takes one only
+ * while bytes are in flight and gives it back here once they are out, so an
+ * idle connection holds none. Bounded; beyond it buffers are wiped and go
+ * back to malloc or their mempool. Heap and mempool buffers both fit. */
+#define KG_DP_SPARE 16
+struct kg_dp_spare {
+	struct kg_dp_buf b[KG_DP_SPARE];
+	unsigned n;
+};
+/* A buffer for b (kept if it has one), from the spares or else from pool. */
+int kg_dp_spare_take(struct kg_dp_spare *sp, struct kg_dp_buf *b, struct rte_mempool *pool);
+/* Gives b's buffer back (none held: nothing to do). */
+void kg_dp_spare_give(struct kg_dp_spare *sp, struct kg_dp_buf *b);
+/* Wipes and frees every spare (before the mempools go). */
+void kg_dp_spare_drain(struct kg_dp_spare *sp);
+
 static inline rte_iova_t kg_dp_iova(const struct kg_dp_buf *b, const uint8_t *at)
 {
 	return b->pool ? b->iova + (rte_iova_t)(at - b->p) : (rte_iova_t)(uintptr_t)at;

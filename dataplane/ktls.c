@@ -156,6 +156,8 @@ static void hand_off_dpdk(struct kg_conn *c, struct kg_ktls_params *params)
 		return;
 	}
 	kg_ktls_conn_free(c);
+	/* A cached session outlives the SSL: its parsed chain is not needed. */
+	kg_conn_trim_handshake(c);
 	kg_conn_free_ssl(c); /* the worker owns the record layer now */
 	kg_conn_release_buffers(c); /* the engine has its own from here on */
 	kg_relay_dpdk_begin(c);

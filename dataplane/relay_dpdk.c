@@ -10,9 +10,15 @@
  * follow a KeyUpdate in the same batch can be redone under the new key),
  * then the plaintexts are packed at the front of pt and sent to the backend.
  * tx holds up to KG_DP_SLOTS records: the backend recv scatters plaintext
- * into the record bodies, which are sealed in place and sent as one run. */
+ * into the record bodies, which are sealed in place and sent as one run.
+ *
+ * A connection holds its buffers only while bytes are in flight: an empty
+ * side waits with a poll, takes a buffer from the worker's spares when the
+ * socket is readable, and gives it back once the burst is out. An idle
+ * connection holds none. */
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -46,18 +52,17 @@ struct kg_dpdk_conn {
 	uint8_t secret_len;
 	char md[16];
 	/* rx: ciphertext rx[rx_pos .. rx_len); the batch covers rx[rx_pos .. rx_end) */
-	struct kg_dp_buf rxb, ptb, txb; /* heap, or DMA-safe mempool objects */
-	uint8_t *rx, *pt;         /* rxb.p, ptb.p */
+	struct kg_dp_buf rxb, ptb, txb; /* heap, or DMA-safe mempool objects; p NULL: none */
 	uint32_t rx_len, rx_pos, rx_end;
 	struct kg_buf to_be;      /* packed plaintext in pt, on its way to the backend */
-	/* tx */
-	uint8_t *tx;              /* txb.p: KG_DP_SLOTS record slots, then ctrl */
+	/* tx: txb holds KG_DP_SLOTS record slots, then ctrl (KG_DP_CTRL_OFF) */
 	struct iovec iov[KG_DP_SLOTS];
 	struct kg_buf to_cli;     /* sealed records in tx (or ctrl), on their way out */
-	uint8_t *ctrl;            /* tx + KG_DP_CTRL_OFF */
 	uint32_t tx_ready;        /* backend bytes in the slots, not sealed yet */
 	uint8_t ctrl_pending, ctrl_sending, alert, alert_level;
 	bool waiting;             /* on the worker's waiting list */
+	/* The receive in flight is a poll (no buffer held), or one came back. */
+	bool cli_polling, be_polling, cli_readable, be_readable;
 };
 
 static unsigned hdr_len(const struct kg_dpdk_conn *d)
@@ -119,6 +124,40 @@ void kg_dp_op_done(struct kg_worker *w, struct rte_crypto_op *op)
 			kg_conn_on_cqe(c, dir == DIR_RX ? KG_OP_CRYPTO_RX : KG_OP_CRYPTO_TX, 0, 0);
 	}
 	rte_crypto_op_free(op);
+}
+
+/* A buffer for b now (kept if held); closes the connection when there is none. */
+static bool take(struct kg_conn *c, struct kg_dp_buf *b)
+{
+	struct kg_dpdk_worker *dw = c->w->dp;
+
+	if (kg_dp_spare_take(&dw->spare, b, dw->bufs) == 0)
+		return true;
+	kg_conn_close(c, dw->bufs ? "dpdk_no_buffers" : "out_of_memory");
+	return false;
+}
+
+static void give(struct kg_conn *c, struct kg_dp_buf *b)
+{
+	kg_dp_spare_give(&c->w->dp->spare, b);
+}
+
+/* Waits for fd to be readable without a buffer: the completion comes back
+ * as op (the receive's) with the poll mask, and the relay receives then. */
+static void poll_in(struct kg_conn *c, int fd, enum kg_op op)
+{
+	struct io_uring_sqe *sqe = kg_get_sqe(&c->w->ring);
+
+	io_uring_prep_poll_add(sqe, fd, POLLIN);
+	io_uring_sqe_set_data64(sqe, kg_ud(c, op));
+	if (op == KG_OP_CLI_RECV) {
+		c->cli_recv_busy = true;
+		c->dp->cli_polling = true;
+	} else {
+		c->be_recv_busy = true;
+		c->dp->be_polling = true;
+	}
+	c->inflight++;
 }
 
 static void shut(struct kg_conn *c, bool client)
@@ -186,7 +225,9 @@ static void tx_ctrl(struct kg_conn *c)
 		blen = 2;
 		type = 21;
 	}
-	uint8_t *r = d->ctrl, aad[13];
+	if (!take(c, &d->txb))
+		return;
+	uint8_t *r = d->txb.p + KG_DP_CTRL_OFF, aad[13];
 
 	memcpy(r + hdr_len(d), body, blen);
 	uint32_t inner = kg_dp_seal_frame(&d->s, r, blen, (uint8_t)type, d->k[DIR_TX].seq, aad);
@@ -218,7 +259,7 @@ static void tx_seal(struct kg_conn *c, uint32_t n)
 
 	for (uint32_t done = 0; done < n; done += KG_DP_PT_MAX, idx++) {
 		uint32_t pt = n - done < KG_DP_PT_MAX ? n - done : KG_DP_PT_MAX;
-		uint8_t *r = d->tx + idx * slot, aad[13];
+		uint8_t *r = d->txb.p + idx * slot, aad[13];
 		uint64_t seq = d->k[DIR_TX].seq++;
 		uint32_t inner = kg_dp_seal_frame(&d->s, r, pt, 23, seq, aad);
 		uint32_t rec_len = kg_dp_rec_len(&d->s, inner);
@@ -235,7 +276,7 @@ static void tx_seal(struct kg_conn *c, uint32_t n)
 	}
 	c->w->stats.dpdk_bytes_tx += n;
 	c->bytes_out += n;
-	d->to_cli = (struct kg_buf){ .data = d->tx, .off = 0, .len = out };
+	d->to_cli = (struct kg_buf){ .data = d->txb.p, .off = 0, .len = out };
 	start_batch(c, DIR_TX, idx);
 }
 
@@ -245,8 +286,10 @@ static void tx_recv(struct kg_conn *c)
 	unsigned h = hdr_len(d), trail = (d->s.tls13 ? 1 : 0) + KG_DP_TAG;
 	struct io_uring_sqe *sqe;
 
+	if (!take(c, &d->txb))
+		return;
 	for (unsigned i = 0; i < KG_DP_SLOTS; i++) {
-		d->iov[i].iov_base = d->tx + i * (h + KG_DP_PT_MAX + trail) + h;
+		d->iov[i].iov_base = d->txb.p + i * (h + KG_DP_PT_MAX + trail) + h;
 		d->iov[i].iov_len = KG_DP_PT_MAX;
 	}
 	sqe = kg_get_sqe(&c->w->ring);
@@ -274,9 +317,18 @@ static void tx_pump(struct kg_conn *c)
 		tx_seal(c, n);
 		return;
 	}
+	if (c->be_recv_busy && !d->be_polling)
+		return; /* a readv fills the slots */
+	if (!d->be_readable)
+		give(c, &d->txb); /* everything sealed is out: idle until the backend sends */
 	if (c->be_eof || c->be_recv_busy || c->cli_shut_posted)
 		return;
-	tx_recv(c);
+	if (d->be_readable) {
+		d->be_readable = false;
+		tx_recv(c);
+		return;
+	}
+	poll_in(c, c->bfd, KG_OP_BE_RECV);
 }
 
 static void queue_ctrl(struct kg_conn *c, uint8_t what, uint8_t alert, uint8_t level)
@@ -306,9 +358,24 @@ static void fatal(struct kg_conn *c, uint8_t alert, const char *end, const char 
 	fatal_at(c, 2, alert, end, detail);
 }
 
+/* The receive that came back was poll_in's and the socket is readable (or
+ * at EOF, or has an error: the receive that follows says which). */
+static bool polled_readable(bool *polling, bool *readable, int res)
+{
+	bool was = *polling;
+
+	*polling = false;
+	*readable = was && res >= 0;
+	return *readable;
+}
+
 static void on_backend_recv(struct kg_conn *c, int res)
 {
 	c->be_recv_busy = false;
+	if (polled_readable(&c->dp->be_polling, &c->dp->be_readable, res)) {
+		tx_pump(c); /* readv now */
+		return;
+	}
 	if (res < 0) {
 		kg_conn_close(c, "backend_reset");
 		return;
@@ -380,13 +447,15 @@ static void rx_recv(struct kg_conn *c)
 	struct kg_dpdk_conn *d = c->dp;
 	struct io_uring_sqe *sqe;
 
+	if (!take(c, &d->rxb))
+		return;
 	if (d->rx_pos) { /* keep the partial record, at the front */
-		memmove(d->rx, d->rx + d->rx_pos, d->rx_len - d->rx_pos);
+		memmove(d->rxb.p, d->rxb.p + d->rx_pos, d->rx_len - d->rx_pos);
 		d->rx_len -= d->rx_pos;
 		d->rx_pos = 0;
 	}
 	sqe = kg_get_sqe(&c->w->ring);
-	io_uring_prep_recv(sqe, c->cfd, d->rx + d->rx_len, KG_DP_RX_CAP - d->rx_len, 0);
+	io_uring_prep_recv(sqe, c->cfd, d->rxb.p + d->rx_len, KG_DP_RX_CAP - d->rx_len, 0);
 	io_uring_sqe_set_data64(sqe, kg_ud(c, KG_OP_CLI_RECV));
 	c->cli_recv_busy = true;
 	c->inflight++;
@@ -402,7 +471,7 @@ static unsigned rx_open(struct kg_conn *c)
 	if (d->rx_len - pos >= 5 && !room(c))
 		return 1; /* resumed by kg_dpdk_flush; nothing else to do meanwhile */
 	while (n < KG_DP_BATCH && d->rx_len - pos >= 5) {
-		uint8_t *r = d->rx + pos, aad[13];
+		uint8_t *r = d->rxb.p + pos, aad[13];
 		uint64_t seq = d->k[DIR_RX].seq + n;
 		uint32_t body;
 		int total = kg_dp_open_frame(&d->s, r, d->rx_len - pos, seq, &body, aad);
@@ -419,7 +488,9 @@ static unsigned rx_open(struct kg_conn *c)
 		}
 		if (total == KG_DP_REC_SHORT)
 			break;
-		if (queue_op(c, DIR_RX, (uint16_t)n, &d->rxb, r, &d->ptb, d->pt + pos, body, aad,
+		if (!n && !take(c, &d->ptb))
+			return 0;
+		if (queue_op(c, DIR_RX, (uint16_t)n, &d->rxb, r, &d->ptb, d->ptb.p + pos, body, aad,
 			     seq) < 0) {
 			if (n)
 				start_batch(c, DIR_RX, n);
@@ -450,6 +521,15 @@ static void rx_pump(struct kg_conn *c)
 		kg_conn_close(c, "client_record_too_big");
 		return;
 	}
+	give(c, &d->ptb); /* the plaintext went to the backend */
+	if (d->rx_pos == d->rx_len && !d->cli_readable) {
+		/* Not even part of a record kept: idle until the client sends. */
+		d->rx_pos = d->rx_len = 0;
+		give(c, &d->rxb);
+		poll_in(c, c->cfd, KG_OP_CLI_RECV);
+		return;
+	}
+	d->cli_readable = false;
 	rx_recv(c);
 }
 
@@ -508,7 +588,7 @@ static int rx_record(struct kg_conn *c, uint8_t *r, uint8_t *pt, uint32_t *packe
 	c->w->stats.dpdk_records_rx++;
 	switch (type) {
 	case 23:
-		memmove(d->pt + *packed, body, len);
+		memmove(d->ptb.p + *packed, body, len);
 		*packed += len;
 		return 1;
 	case 21:
@@ -543,7 +623,7 @@ static void on_rx_opened(struct kg_conn *c)
 
 	b->busy = false;
 	for (unsigned i = 0; i < b->n; i++) {
-		uint8_t *r = d->rx + pos;
+		uint8_t *r = d->rxb.p + pos;
 		uint32_t total = 5 + ((uint32_t)r[3] << 8 | r[4]);
 
 		if (b->status[i] != RTE_CRYPTO_OP_STATUS_SUCCESS) {
@@ -551,7 +631,7 @@ static void on_rx_opened(struct kg_conn *c)
 			return;
 		}
 		d->k[DIR_RX].seq++;
-		int rc = rx_record(c, r, d->pt + pos, &packed);
+		int rc = rx_record(c, r, d->ptb.p + pos, &packed);
 		pos += total;
 		if (rc < 0)
 			return;
@@ -562,7 +642,7 @@ static void on_rx_opened(struct kg_conn *c)
 	c->w->stats.dpdk_bytes_rx += packed;
 	c->bytes_in += packed;
 	if (packed) { /* after it, on_backend_sent shuts the backend on close_notify */
-		d->to_be = (struct kg_buf){ .data = d->pt, .off = 0, .len = packed };
+		d->to_be = (struct kg_buf){ .data = d->ptb.p, .off = 0, .len = packed };
 		kg_conn_send(c, c->bfd, KG_OP_BE_SEND, &d->to_be);
 		return;
 	}
@@ -576,6 +656,10 @@ static void on_rx_opened(struct kg_conn *c)
 static void on_client_recv(struct kg_conn *c, int res)
 {
 	c->cli_recv_busy = false;
+	if (polled_readable(&c->dp->cli_polling, &c->dp->cli_readable, res)) {
+		rx_pump(c); /* recv now */
+		return;
+	}
 	if (res < 0) {
 		kg_conn_close(c, c->cli_eof ? "client_eof" : "client_reset");
 		return;
@@ -698,15 +782,7 @@ int kg_dpdk_hand_off(struct kg_conn *c, const struct kg_ktls_params *p,
 	d->s.cipher = p->tx.info.cipher_type;
 	d->secret_len = s->secret_len;
 	snprintf(d->md, sizeof(d->md), "%s", md ? md : "");
-	/* Heap for software PMDs (IOVA as VA); device memory for the others. */
-	struct rte_mempool *pool = c->w->dp->bufs;
-	if (kg_dp_buf_get(&d->rxb, pool) < 0 || kg_dp_buf_get(&d->ptb, pool) < 0 ||
-	    kg_dp_buf_get(&d->txb, pool) < 0) {
-		snprintf(why, whylen, pool ? "no DMA-safe record buffers left" : "out of memory");
-		goto fail;
-	}
-	d->rx = d->rxb.p, d->pt = d->ptb.p, d->tx = d->txb.p;
-	d->ctrl = d->tx + KG_DP_CTRL_OFF;
+	/* No record buffers yet: they are taken when bytes arrive (take). */
 	if (keys_from(d, DIR_TX, &p->tx, p->tls13 ? s->server : NULL) < 0 ||
 	    keys_from(d, DIR_RX, &p->rx, p->tls13 ? s->client : NULL) < 0) {
 		snprintf(why, whylen, "cryptodev session: %s", rte_strerror(rte_errno));
@@ -738,9 +814,14 @@ void kg_dpdk_conn_free(struct kg_conn *c)
 		free_session(d->k[i].sess);
 		free_session(d->b[i].old_sess);
 	}
-	kg_dp_buf_put(&d->rxb);
-	kg_dp_buf_put(&d->ptb);
-	kg_dp_buf_put(&d->txb);
+	/* Nothing is in flight any more: the buffers can serve others. */
+	struct kg_dp_buf *bufs[] = { &d->rxb, &d->ptb, &d->txb };
+	for (size_t i = 0; i < 3; i++) {
+		if (c->w->dp)
+			give(c, bufs[i]);
+		else
+			kg_dp_buf_put(bufs[i]);
+	}
 	OPENSSL_cleanse(d, sizeof(*d));
 	free(d);
 	c->dp = NULL;

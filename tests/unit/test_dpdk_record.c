@@ -455,6 +455,35 @@ static void run_case(const struct suite_case *sc, struct rte_mempool *pool)
 	CHECK(g.rec.p == NULL);
 }
 
+/* The spare list: a given-back buffer is the next one taken, it holds at
+ * most KG_DP_SPARE, the rest goes back to its pool (mempool objects too). */
+static void check_spares(struct rte_mempool *pool, unsigned objs)
+{
+	struct kg_dp_spare sp = { .n = 0 };
+	struct kg_dp_buf b[KG_DP_SPARE + 2] = { { 0 } };
+	unsigned n = pool ? objs : KG_DP_SPARE + 2;
+
+	for (unsigned i = 0; i < n; i++)
+		CHECK(kg_dp_spare_take(&sp, &b[i], pool) == 0 && b[i].p != NULL);
+	uint8_t *held = b[0].p;
+	CHECK(kg_dp_spare_take(&sp, &b[0], pool) == 0 && b[0].p == held); /* kept */
+	if (pool) /* the pool is dry: a take fails and holds nothing */
+		CHECK(kg_dp_spare_take(&sp, &b[n], pool) < 0 && b[n].p == NULL);
+	for (unsigned i = 0; i < n; i++) {
+		kg_dp_spare_give(&sp, &b[i]);
+		CHECK(b[i].p == NULL);
+	}
+	CHECK(sp.n == (n < KG_DP_SPARE ? n : KG_DP_SPARE));
+	kg_dp_spare_give(&sp, &b[0]); /* none held: nothing happens */
+	CHECK(kg_dp_spare_take(&sp, &b[0], pool) == 0 && b[0].p != NULL);
+	CHECK(sp.n == (n < KG_DP_SPARE ? n : KG_DP_SPARE) - 1);
+	kg_dp_spare_give(&sp, &b[0]);
+	kg_dp_spare_drain(&sp);
+	CHECK(sp.n == 0);
+	if (pool)
+		CHECK(rte_mempool_avail_count(pool) == objs);
+}
+
 int main(void)
 {
 	struct kg_dpdk_caps caps;
@@ -489,6 +518,8 @@ int main(void)
 		fprintf(stderr, "%s: ok\n", cases[i].name);
 	}
 	CHECK(rte_mempool_avail_count(dma) == 4); /* every buffer back */
+	check_spares(NULL, 0);
+	check_spares(dma, 4);
 	rte_mempool_free(dma);
 	struct kg_worker w = { .dp = dw };
 	kg_dpdk_shutdown(&w, 1);
