@@ -26,7 +26,7 @@ void kg_config_defaults(struct kg_config *c)
 	c->connect_timeout_ms = 5000;
 	c->drain_timeout_ms = 30000;
 	c->ticket_key_rotation_ms = 3600 * 1000;
-	c->session_cache = 20000;
+	c->session_cache = 4096; /* ~28 MiB when full: ~7 KiB per parsed client leaf */
 	c->session_timeout_s = 300;
 	c->kill_revoked_on_crl_update = true;
 	c->dpdk_memory_mb = KG_DPDK_MEMORY_MB_DEFAULT;

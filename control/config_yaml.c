@@ -944,7 +944,7 @@ static int g_ticket_rotation(struct yctx *y, const struct ynode *v, const char *
 
 /* nginx's ssl_session_cache / HAProxy's tune.ssl.cachesize: entries, not
  * bytes: a cached session holds its parsed client certificate, ~7 KiB
- * for an ECDSA leaf (its intermediates are dropped), ~130 MiB for 20000. */
+ * for an ECDSA leaf (its intermediates are dropped), ~28 MiB for 4096. */
 static int g_session_cache(struct yctx *y, const struct ynode *v, const char *key, void *obj)
 {
 	return set_uint(y, v, key, 0, 1000000, &((struct kg_config *)obj)->session_cache);

@@ -37,6 +37,10 @@ CONFIG = """
 global:
   workers: 2
   ticket_key_rotation: 1m
+  # The session cache is memory held by design, up to its bound (tested in
+  # test_session_cache.py): small enough that the warm-up fills it before
+  # the baseline, so what the soak compares is what leaks.
+  session_cache: 256
 listeners:
   - name: soak
     listen: "127.0.0.1:{port}"

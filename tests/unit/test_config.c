@@ -105,7 +105,7 @@ static void test_example(const char *example)
 	CHECK(c.connect_timeout_ms == 5000 && c.drain_timeout_ms == 30000);
 	CHECK(c.kill_revoked_on_crl_update);
 	CHECK(c.dpdk_memory_mb == 128 && c.dpdk_queue_depth == 4096);
-	CHECK(c.session_cache == 20000 && c.session_timeout_s == 300 && !c.session_tickets);
+	CHECK(c.session_cache == 4096 && c.session_timeout_s == 300 && !c.session_tickets);
 	CHECK(c.nlisteners == 2);
 	if (c.nlisteners != 2)
 		goto out;
@@ -244,7 +244,7 @@ static void test_sites(void)
 	CHECK(c.ncpus == 1 && c.cpus[0] == 3 && c.workers == 0);
 	CHECK(c.max_conns == 10000 && c.kill_revoked_on_crl_update && !c.user);
 	/* Defaults: the session cache, nginx's 5 minutes, no tickets. */
-	CHECK(c.session_cache == 20000 && c.session_timeout_s == 300 && !c.session_tickets);
+	CHECK(c.session_cache == 4096 && c.session_timeout_s == 300 && !c.session_tickets);
 	l = &c.listeners[0];
 	CHECK_STR(l->name, "listener[0]");
 	CHECK(l->ktls == KG_KTLS_OFF); /* from global */
