@@ -129,7 +129,10 @@ def main():
     ap.add_argument("--bin", default=os.environ.get("KTLSGATE_BIN", os.path.join(ROOT, "build", "ktlsgate")))
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--clients", type=int, default=4, help="concurrent client threads")
-    ap.add_argument("--warmup", type=float, default=30, help="seconds of load before the baseline")
+    # 90 s: bounded pools are first touched under load and take a while to
+    # fill (the workers' receive buffer rings, DPDK's session and buffer
+    # mempools, the session cache); a leak keeps growing after that.
+    ap.add_argument("--warmup", type=float, default=90, help="seconds of load before the baseline")
     ap.add_argument("--settle", type=float, default=10, help="seconds idle before each measurement")
     ap.add_argument("--reload-every", type=float, default=10)
     ap.add_argument("--rotate-every", type=float, default=30)
