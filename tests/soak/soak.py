@@ -17,7 +17,6 @@ import hashlib
 import os
 import random
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
