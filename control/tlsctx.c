@@ -637,16 +637,20 @@ bool kg_tls_trust_revokes(const struct kg_client_trust *t, X509 *x)
 	return false;
 }
 
-/* The trust's fingerprint: any change to its CAs or CRLs makes the site's
- * sessions from before it unresumable. A session keeps only the client's
- * leaf, so a new CRL that revokes an intermediate could not be checked
- * against it: such clients go through a full handshake once. */
-static int digest_trust(struct kg_client_trust *t)
+/* The trust's fingerprint: any change to its CAs, its CRLs or how a chain
+ * is verified makes the site's sessions from before it unresumable. A
+ * session keeps only the client's leaf, so a new CRL that revokes an
+ * intermediate (or a stricter crl_check, purpose or depth) could not be
+ * checked against it: such clients go through a full handshake once. */
+static int digest_trust(struct kg_client_trust *t, const struct kg_auth_spec *a)
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned char one[EVP_MAX_MD_SIZE];
+	unsigned char how[] = { a->crl_check, a->crl_missing_allow, a->require_client_eku,
+				(unsigned char)a->verify_depth };
 	unsigned n;
-	int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+	int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+		 EVP_DigestUpdate(md, how, sizeof(how));
 
 	for (int i = 0; ok && i < sk_X509_num(t->cas); i++)
 		ok = X509_digest(sk_X509_value(t->cas, i), EVP_sha256(), one, &n) &&
@@ -690,7 +694,7 @@ int kg_tls_trust_new(const struct kg_auth_spec *a, struct kg_client_trust *t, ch
 			goto fail;
 	if (check_crl_coverage(t, a, err, errlen) < 0)
 		goto fail;
-	if (digest_trust(t) < 0) {
+	if (digest_trust(t, a) < 0) {
 		snprintf(err, errlen, "cannot digest the client CAs and CRLs: %s", ossl_reason());
 		goto fail;
 	}

@@ -221,8 +221,8 @@ static void tag_of(const struct kg_conn *c, struct kg_sess_tag *tag)
  * handshake would pass today: same listener and site, the site still has
  * the same client CAs and CRLs (a CRL update re-verifies every client
  * once: the session keeps no intermediates to check), the session has not
- * outlived session_timeout, and the certificate it carries still passes the
- * site's rules and is not revoked. */
+ * outlived session_timeout, and the certificate it carries is still within
+ * its validity, passes the site's rules and is not revoked. */
 static bool may_resume(const struct kg_conn *c, SSL_SESSION *sess, const struct kg_sess_tag *tag)
 {
 	const struct kg_site *site = c->route->site;
@@ -237,6 +237,9 @@ static bool may_resume(const struct kg_conn *c, SSL_SESSION *sess, const struct 
 		return false;
 	if (!peer)
 		return site->auth->client_auth != KG_AUTH_REQUIRED;
+	if (X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0 ||
+	    X509_cmp_current_time(X509_get0_notBefore(peer)) >= 0)
+		return false; /* expired since (a full handshake says so) */
 	return kg_policy_check(site->policy, peer, &rule) && !kg_tls_trust_revokes(&site->trust, peer);
 }
 

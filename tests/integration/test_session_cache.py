@@ -192,6 +192,20 @@ def test_client_ca_change_blocks_resumption(pki, echo_backend, start_config):
     assert counts["refused"] == 1, counts
 
 
+@pytest.mark.parametrize("setting", ["verify_depth: 3", "require_client_eku: false", "crl_missing: allow"])
+def test_verification_setting_change_blocks_resumption(pki, echo_backend, start_config, setting):
+    """How the chain is checked is part of the trust: a session made under
+    other settings would skip the new check, so it verifies in full again."""
+    d, port, path, fields = start(start_config, pki, echo_backend)
+    ctx = tlsclient.context(pki, version=V12)
+    session = session_of(ctx, port)
+    rewrite(path, pki, port, **{**fields, "rules": f"    {setting}\n"})
+    assert d.ctl("reload")["ok"]
+    ok, info = tlsclient.echo_transfer(ctx, port, 64, session=session)
+    assert ok and not info["reused"], f"{setting}: a full handshake"
+    assert resumes(ctx, port, info["session"]), "the new session resumes"
+
+
 @pytest.mark.parametrize("version", [V12, V13], ids=["tls12", "tls13"])
 def test_crl_update_reverifies_once(pki, echo_backend, start_config, resumption, version):
     """A session keeps only the client's leaf: after any change of the site's
