@@ -7,7 +7,6 @@ import os
 import socket
 import ssl
 import subprocess
-import threading
 import time
 
 import pytest
@@ -224,18 +223,7 @@ def test_corrupted_record_gets_bad_record_mac(pki, dpdk_daemon):
 def test_100_concurrent_connections(pki, dpdk_daemon):
     d, port = dpdk_daemon()
     ctx = tlsclient.context(pki)
-    results = [None] * 100
-
-    def one(i):
-        try:
-            results[i] = tlsclient.echo_transfer(ctx, port, 256 * 1024, timeout=120)[0]
-        except Exception as e:  # recorded, asserted below
-            results[i] = repr(e)
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
+    results = tlsclient.concurrent_echo(ctx, port, 100, 256 * 1024, timeout=120, join_timeout=180)
     assert results == [True] * 100, [r for r in results if r is not True][:5]
     lines = d.wait_access(100, timeout=30)
     assert sum("path=dpdk" in l and "bytes_in=262144" in l for l in lines) == 100

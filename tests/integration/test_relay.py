@@ -5,7 +5,6 @@ import json
 import os
 import socket
 import ssl
-import threading
 import time
 
 import pytest
@@ -31,18 +30,7 @@ def test_64_mib_each_way_byte_exact(pki, echo_backend, start_daemon, version):
 def test_200_concurrent_clients(pki, echo_backend, start_daemon):
     d, port = start_daemon(echo_backend.addr)
     ctx = tlsclient.context(pki)
-    results = [None] * 200
-
-    def one(i):
-        try:
-            results[i] = tlsclient.echo_transfer(ctx, port, 64 * 1024, timeout=60)[0]
-        except Exception as e:  # recorded, asserted below
-            results[i] = repr(e)
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(200)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
+    results = tlsclient.concurrent_echo(ctx, port, 200, 64 * 1024, timeout=60, join_timeout=90)
     assert results == [True] * 200, [r for r in results if r is not True][:5]
     lines = d.wait_access(200, timeout=20)
     assert sum("result=ok" in l and "bytes_in=65536" in l for l in lines) == 200

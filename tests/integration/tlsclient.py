@@ -5,6 +5,7 @@ import os
 import selectors
 import socket
 import ssl
+import threading
 import time
 
 
@@ -130,3 +131,21 @@ def half_close_exchange(ctx, port, payload, timeout=30):
         reply += chunk
     sock.close()
     return reply
+
+
+def concurrent_echo(ctx, port, n, nbytes, timeout, join_timeout):
+    """n echo_transfers at once, each on its own thread: [True, ...] when
+    every one came back byte-exact, else the failures (an exception's repr)."""
+    results = [None] * n
+
+    def one(i):
+        try:
+            results[i] = echo_transfer(ctx, port, nbytes, timeout=timeout)[0]
+        except Exception as e:  # recorded for the caller's assertion
+            results[i] = repr(e)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(join_timeout)
+    return results
